@@ -1,0 +1,2 @@
+// Package jwtguard is a Caddy v2 plugin that guards routes with JSON Web Tokens.
+package jwtguard

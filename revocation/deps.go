@@ -1,0 +1,3 @@
+package revocation
+
+import _ "github.com/dgraph-io/badger/v4"

@@ -1,0 +1,3 @@
+package verifier
+
+import _ "github.com/golang-jwt/jwt/v5"
