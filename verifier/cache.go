@@ -1,0 +1,156 @@
+package verifier
+
+import (
+	"hash/maphash"
+	"strings"
+	"sync"
+)
+
+// Cache bounds. A cached token costs about twice its length plus its
+// claim list, so the byte bound is what holds for large tokens.
+const (
+	DefaultCacheEntries = 10000
+	DefaultCacheBytes   = 16 << 20
+	cacheShards         = 16
+	entryOverhead       = 256 // map slot, Token struct, claim list
+)
+
+// cache holds verified tokens by their exact text. Only tokens that passed
+// every check are put in; a lookup still re-checks the time-based claims.
+// When a shard is full it drops an arbitrary entry (Go's map iteration
+// order is random), preferring one that has expired: for a stream of
+// distinct tokens any policy does as well, and this one needs no list.
+type cache struct {
+	seed   maphash.Seed
+	shards [cacheShards]cacheShard
+}
+
+type cacheShard struct {
+	mu         sync.RWMutex
+	m          map[string]*Token
+	bytes      int
+	maxEntries int
+	maxBytes   int
+}
+
+func newCache(entries, bytes int) *cache {
+	if entries == 0 {
+		entries = DefaultCacheEntries
+	}
+	if bytes <= 0 {
+		bytes = DefaultCacheBytes
+	}
+	c := &cache{seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.m = make(map[string]*Token)
+		s.maxEntries = max(1, entries/cacheShards)
+		s.maxBytes = max(1, bytes/cacheShards)
+	}
+	return c
+}
+
+func (c *cache) shard(token string) *cacheShard {
+	return &c.shards[maphash.String(c.seed, token)%cacheShards]
+}
+
+func (c *cache) get(token string) *Token {
+	s := c.shard(token)
+	s.mu.RLock()
+	t := s.m[token]
+	s.mu.RUnlock()
+	return t
+}
+
+func entrySize(token string, t *Token) int {
+	// the token text is the key; its decoded form backs the claims
+	return 2*len(token) + entryOverhead + len(t.claims)*32
+}
+
+func (c *cache) put(token string, t *Token, now float64) {
+	size := entrySize(token, t)
+	s := c.shard(token)
+	if size > s.maxBytes {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[token]; ok {
+		return
+	}
+	for len(s.m) > 0 && (len(s.m) >= s.maxEntries || s.bytes+size > s.maxBytes) {
+		s.evictOne(now)
+	}
+	// A clone, so that the key does not pin the whole header or cookie
+	// line the token was cut from.
+	s.m[strings.Clone(token)] = t
+	s.bytes += size
+}
+
+// evictOne drops an expired entry among the first few the map yields, or
+// else the first one.
+func (s *cacheShard) evictOne(now float64) {
+	var victim string
+	n := 0
+	for k, t := range s.m {
+		if n == 0 || t.exp <= now {
+			victim = k
+			if t.exp <= now {
+				break
+			}
+		}
+		if n++; n == 4 {
+			break
+		}
+	}
+	s.deleteLocked(victim)
+}
+
+func (s *cacheShard) deleteLocked(token string) {
+	if t, ok := s.m[token]; ok {
+		s.bytes -= entrySize(token, t)
+		delete(s.m, token)
+	}
+}
+
+func (c *cache) remove(token string) {
+	s := c.shard(token)
+	s.mu.Lock()
+	s.deleteLocked(token)
+	s.mu.Unlock()
+}
+
+// sweep drops every entry whose exp is at or before cutoff.
+func (c *cache) sweep(cutoff float64) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k, t := range s.m {
+			if t.exp <= cutoff {
+				s.deleteLocked(k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (c *cache) clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.bytes = 0
+		s.mu.Unlock()
+	}
+}
+
+func (c *cache) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		n += len(s.m)
+		s.mu.RUnlock()
+	}
+	return n
+}

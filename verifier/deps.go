@@ -1,3 +1,0 @@
-package verifier
-
-import _ "github.com/golang-jwt/jwt/v5"

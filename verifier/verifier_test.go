@@ -1,0 +1,513 @@
+package verifier
+
+import (
+	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TestAttacks is the attack table: every token here is one an attacker
+// could send, with the code the SPEC says it must fail with.
+func TestAttacks(t *testing.T) {
+	k := keys(t)
+	hs := jwt.SigningMethodHS256
+	rs := jwt.SigningMethodRS256
+
+	// A server that would hand out the attacker's keys: it must never be asked.
+	var fetched atomic.Int32
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetched.Add(1)
+	}))
+	defer evil.Close()
+
+	hmacRoute := Config{Keys: []*Key{hmacKey(t, k.secret)}, Issuers: []string{"https://issuer.example"}, Audiences: []string{"api"}}
+	rsaRoute := Config{Keys: []*Key{pubKey(t, &k.rsa.PublicKey)}}
+	strict := Config{
+		Keys:        []*Key{hmacKey(t, k.secret)},
+		Issuers:     []string{"https://issuer.example"},
+		Audiences:   []string{"api"},
+		TokenTypes:  []string{"at+jwt"},
+		MaxLifetime: 2 * time.Hour,
+	}
+
+	good := mint(t, hs, k.secret, nil, validClaims())
+	hugeKid := strings.Repeat("A", 10000)
+	attackerJWK := map[string]any{"kty": "RSA", "n": base64.RawURLEncoding.EncodeToString(k.other.N.Bytes()), "e": "AQAB"}
+
+	tests := []struct {
+		name  string
+		cfg   Config
+		token string
+		want  Code
+	}{
+		{"valid HS256", hmacRoute, good, "ok"},
+		{"valid RS256", rsaRoute, mint(t, rs, k.rsa, nil, validClaims()), "ok"},
+
+		// algorithm confusion and none
+		{"alg none", hmacRoute, mintRaw(t, nil, nil, `{"alg":"none","typ":"JWT"}`, `{"sub":"x","exp":1767229200}`), CodeAlgorithm},
+		{"alg None", hmacRoute, mintRaw(t, nil, nil, `{"alg":"None"}`, `{"sub":"x","exp":1767229200}`), CodeAlgorithm},
+		{"alg none with signature", hmacRoute, mintRaw(t, nil, nil, `{"alg":"none"}`, `{"exp":1767229200}`) + "c2ln", CodeAlgorithm},
+		{"no alg", hmacRoute, mintRaw(t, hs, k.secret, `{"typ":"JWT"}`, `{"exp":1767229200}`), CodeAlgorithm},
+		{"HS256 signed with the RSA public key PEM", rsaRoute, mint(t, hs, k.rsaPEM, nil, validClaims()), CodeAlgorithm},
+		{"HS256 signed with the RSA modulus", rsaRoute, mint(t, hs, k.rsa.N.Bytes(), nil, validClaims()), CodeAlgorithm},
+		{"RS256 against an HMAC route", hmacRoute, mint(t, rs, k.rsa, nil, validClaims()), CodeAlgorithm},
+		{"HS512 with a 32-byte secret", hmacRoute, mint(t, jwt.SigningMethodHS512, k.secret, nil, validClaims()), CodeAlgorithm},
+		{"ES384 token for a P-256 key", Config{Keys: []*Key{pubKey(t, &k.ec256.PublicKey)}}, mint(t, jwt.SigningMethodES384, k.ec384, nil, validClaims()), CodeAlgorithm},
+		{"unknown alg", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS257"}`, `{"exp":1767229200}`), CodeAlgorithm},
+
+		// signatures
+		{"tampered payload", hmacRoute, tamper(good, `{"sub":"admin"}`), CodeSignature},
+		{"signature of another token", hmacRoute, splice(good, mint(t, hs, k.secret, nil, with(validClaims(), "sub", "admin"))), CodeSignature},
+		{"wrong secret", hmacRoute, mint(t, hs, []byte("an attacker's secret of 32 bytes!"), nil, validClaims()), CodeSignature},
+		{"RS256 by the attacker's key", rsaRoute, mint(t, rs, k.other, nil, validClaims()), CodeSignature},
+		{"empty signature", hmacRoute, good[:strings.LastIndexByte(good, '.')+1], CodeSignature},
+
+		// hostile kid: never a path, URL or query; with static keys it selects nothing
+		{"kid path traversal, attacker key", hmacRoute, mint(t, hs, []byte("/dev/null is empty, so an attacker hopes"), map[string]any{"kid": "../../../../dev/null"}, validClaims()), CodeSignature},
+		{"kid URL, attacker key", rsaRoute, mint(t, rs, k.other, map[string]any{"kid": evil.URL + "/key.pem"}, validClaims()), CodeSignature},
+		{"kid SQL", hmacRoute, mint(t, hs, []byte("x' UNION SELECT 'attackerattackerattacker"), map[string]any{"kid": "x' UNION SELECT 'a"}, validClaims()), CodeSignature},
+		{"kid huge, real key", hmacRoute, mint(t, hs, k.secret, map[string]any{"kid": hugeKid}, validClaims()), "ok"},
+		{"kid not a string", hmacRoute, mint(t, hs, k.secret, map[string]any{"kid": 7}, validClaims()), CodeMalformed},
+
+		// keys named by the token are ignored
+		{"jku to attacker", rsaRoute, mint(t, rs, k.other, map[string]any{"jku": evil.URL + "/jwks.json", "kid": "a"}, validClaims()), CodeSignature},
+		{"x5u to attacker", rsaRoute, mint(t, rs, k.other, map[string]any{"x5u": evil.URL + "/cert.pem"}, validClaims()), CodeSignature},
+		{"embedded jwk", rsaRoute, mint(t, rs, k.other, map[string]any{"jwk": attackerJWK}, validClaims()), CodeSignature},
+		{"x5c chain", rsaRoute, mint(t, rs, k.other, map[string]any{"x5c": []string{"MIIB"}}, validClaims()), CodeSignature},
+		{"crit header", hmacRoute, mint(t, hs, k.secret, map[string]any{"crit": []string{"exp"}, "exp": 1}, validClaims()), CodeMalformed},
+
+		// time
+		{"no exp", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "exp", nil)), CodeClaims},
+		{"expired", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "exp", testNow.Unix()-1)), CodeExpired},
+		{"expires now", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "exp", testNow.Unix())), CodeExpired},
+		{"nbf in the future", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "nbf", testNow.Unix()+10)), CodeNotYetValid},
+		{"iat in the future", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "iat", testNow.Unix()+10)), CodeNotYetValid},
+		{"exp as a string", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "exp", "9999999999")), CodeClaims},
+		{"exp overflows", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"exp":1e400}`), CodeClaims},
+
+		// claim rules
+		{"wrong iss", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "iss", "https://evil.example")), CodeIssuer},
+		{"iss not a string", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "iss", 1)), CodeClaims},
+		{"no iss", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "iss", nil)), CodeIssuer},
+		{"wrong aud", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "aud", []string{"other", "more"})), CodeAudience},
+		{"aud array containing ours", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "aud", []string{"other", "api"})), "ok"},
+		{"aud of numbers", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "aud", []int{1})), CodeClaims},
+		{"wrong typ", strict, mint(t, hs, k.secret, map[string]any{"typ": "JWT"}, validClaims()), CodeType},
+		{"no typ", strict, mint(t, hs, k.secret, map[string]any{"typ": nil}, validClaims()), CodeType},
+		{"typ with prefix and case", strict, mint(t, hs, k.secret, map[string]any{"typ": "Application/AT+JWT"}, validClaims()), "ok"},
+		{"lifetime over max", strict, mint(t, hs, k.secret, map[string]any{"typ": "at+jwt"}, with(validClaims(), "exp", testNow.Unix()+3*3600)), CodeLifetime},
+		{"no iat with max_lifetime", strict, mint(t, hs, k.secret, map[string]any{"typ": "at+jwt"}, with(validClaims(), "iat", nil)), CodeLifetime},
+
+		// encoding
+		{"16 KiB + 1", hmacRoute, strings.Repeat("a", MaxTokenLength+1), CodeMalformed},
+		{"two segments", hmacRoute, good[:strings.LastIndexByte(good, '.')], CodeMalformed},
+		{"four segments", hmacRoute, good + ".AAAA", CodeMalformed},
+		{"padding", hmacRoute, strings.Replace(good, ".", "==.", 1), CodeMalformed},
+		{"newline inside", hmacRoute, good[:10] + "\n" + good[10:], CodeMalformed},
+		{"standard alphabet", hmacRoute, strings.NewReplacer("-", "+", "_", "/").Replace(good) + "+/", CodeMalformed},
+		{"non-canonical trailing bits", hmacRoute, nonCanonical(good), CodeMalformed},
+		{"payload not JSON", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `not json`), CodeMalformed},
+		{"payload an array", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `[1,2]`), CodeMalformed},
+		{"trailing data after claims", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200} {}`), CodeMalformed},
+		{"duplicate sub", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"sub":"user","exp":1767229200,"sub":"admin"}`), CodeMalformed},
+		{"duplicate by escape", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200,"\u0065xp":9999999999}`), CodeMalformed},
+		{"duplicate nested", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200,"realm":{"roles":["a"],"roles":["admin"]}}`), CodeMalformed},
+		{"duplicate alg", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256","alg":"none"}`, `{"exp":1767229200}`), CodeMalformed},
+		{"invalid UTF-8", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, "{\"sub\":\"\xff\",\"exp\":1767229200}"), CodeMalformed},
+		{"deep nesting", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200,"x":`+strings.Repeat("[", 100)+strings.Repeat("]", 100)+`}`), CodeMalformed},
+
+		// precedence: the first rule in SPEC order wins
+		{"expired and wrong issuer", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "exp", testNow.Unix()-1, "iss", "evil")), CodeExpired},
+		{"bad signature and expired", hmacRoute, mint(t, hs, []byte("an attacker's secret of 32 bytes!"), nil, with(validClaims(), "exp", 1)), CodeSignature},
+		{"wrong type and no exp", strict, mint(t, hs, k.secret, nil, with(validClaims(), "exp", nil)), CodeType},
+		{"no exp and expired-looking nbf", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "exp", nil, "nbf", testNow.Unix()+99)), CodeClaims},
+		{"wrong audience and lifetime", strict, mint(t, hs, k.secret, map[string]any{"typ": "at+jwt"}, with(validClaims(), "aud", "x", "exp", testNow.Unix()+9999)), CodeAudience},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVerifier(t, tc.cfg)
+			tok, err := v.Verify(tc.token)
+			if got := code(err); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+			if err == nil && tok.Subject == "" {
+				t.Fatal("verified token has no subject")
+			}
+			// A second look (through the cache) gives the same answer.
+			if _, err2 := v.Verify(tc.token); code(err2) != tc.want {
+				t.Fatalf("second verification: got %s, want %s", code(err2), tc.want)
+			}
+		})
+	}
+	if n := fetched.Load(); n != 0 {
+		t.Fatalf("the attacker's key server was contacted %d times", n)
+	}
+}
+
+// tamper replaces the payload and keeps header and signature.
+func tamper(token, payload string) string {
+	parts := strings.Split(token, ".")
+	return parts[0] + "." + b64(payload) + "." + parts[2]
+}
+
+// splice puts the signature of b on a.
+func splice(a, b string) string {
+	return a[:strings.LastIndexByte(a, '.')] + b[strings.LastIndexByte(b, '.'):]
+}
+
+// nonCanonical changes the signature's last character so that only its
+// unused low bits differ: the same bytes, another spelling.
+func nonCanonical(token string) string {
+	sig := token[strings.LastIndexByte(token, '.')+1:]
+	if len(sig)%4 == 0 {
+		panic("signature has no spare bits")
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, sig[len(sig)-1])
+	return token[:len(token)-1] + string(alphabet[last|1])
+}
+
+func TestMaxLengthToken(t *testing.T) {
+	k := keys(t)
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}})
+	base := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "pad", ""))
+	// grow the pad claim until the token is exactly MaxTokenLength long
+	pad := (MaxTokenLength - len(base)) * 3 / 4
+	var tok string
+	for ; ; pad++ {
+		tok = mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "pad", strings.Repeat("p", pad)))
+		if len(tok) >= MaxTokenLength {
+			break
+		}
+	}
+	if len(tok) == MaxTokenLength {
+		if _, err := v.Verify(tok); err != nil {
+			t.Fatalf("token of exactly %d bytes: %v", len(tok), err)
+		}
+	}
+	if len(tok) > MaxTokenLength {
+		if _, err := v.Verify(tok); code(err) != CodeMalformed {
+			t.Fatalf("token of %d bytes: got %v", len(tok), err)
+		}
+	}
+}
+
+func TestEveryAlgorithm(t *testing.T) {
+	k := keys(t)
+	long := []byte(strings.Repeat("k", 64))
+	cases := []struct {
+		method jwt.SigningMethod
+		sign   any
+		key    *Key
+	}{
+		{jwt.SigningMethodHS256, k.secret, hmacKey(t, k.secret)},
+		{jwt.SigningMethodHS384, long, hmacKey(t, long)},
+		{jwt.SigningMethodHS512, long, hmacKey(t, long)},
+		{jwt.SigningMethodRS256, k.rsa, pubKey(t, &k.rsa.PublicKey)},
+		{jwt.SigningMethodRS384, k.rsa, pubKey(t, &k.rsa.PublicKey)},
+		{jwt.SigningMethodRS512, k.rsa, pubKey(t, &k.rsa.PublicKey)},
+		{jwt.SigningMethodPS256, k.rsa, pubKey(t, &k.rsa.PublicKey)},
+		{jwt.SigningMethodPS384, k.rsa, pubKey(t, &k.rsa.PublicKey)},
+		{jwt.SigningMethodPS512, k.rsa, pubKey(t, &k.rsa.PublicKey)},
+		{jwt.SigningMethodES256, k.ec256, pubKey(t, &k.ec256.PublicKey)},
+		{jwt.SigningMethodES384, k.ec384, pubKey(t, &k.ec384.PublicKey)},
+		{jwt.SigningMethodES512, k.ec521, pubKey(t, &k.ec521.PublicKey)},
+		{jwt.SigningMethodEdDSA, k.ed, pubKey(t, k.ed.Public())},
+	}
+	for _, c := range cases {
+		t.Run(c.method.Alg(), func(t *testing.T) {
+			v := newVerifier(t, Config{Keys: []*Key{c.key}})
+			if _, err := v.Verify(mint(t, c.method, c.sign, nil, validClaims())); err != nil {
+				t.Fatalf("valid token: %v", err)
+			}
+			// The same algorithm under an allow-list without it.
+			other := HS256
+			if strings.HasPrefix(c.method.Alg(), "HS") {
+				other = RS256
+			}
+			if _, err := New(Config{Keys: []*Key{c.key}, Algorithms: AlgorithmSet(other)}); err == nil {
+				t.Fatalf("allow-list %s accepted for a key that cannot verify it", other)
+			}
+		})
+	}
+}
+
+func TestKeysTriedInOrder(t *testing.T) {
+	k := keys(t)
+	second := []byte("the second secret, also 32 bytes long")
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret), hmacKey(t, second)}})
+	for _, secret := range [][]byte{k.secret, second} {
+		tok, err := v.Verify(mint(t, jwt.SigningMethodHS256, secret, nil, validClaims()))
+		if err != nil {
+			t.Fatalf("token by a configured secret: %v", err)
+		}
+		if got, _ := tok.Key.material.([]byte); string(got) != string(secret) {
+			t.Fatal("the token was attributed to the wrong key")
+		}
+	}
+}
+
+func TestLeeway(t *testing.T) {
+	k := keys(t)
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, Leeway: 30 * time.Second})
+	cases := []struct {
+		claims map[string]any
+		want   Code
+	}{
+		{with(validClaims(), "exp", testNow.Unix()-29), "ok"},
+		{with(validClaims(), "exp", testNow.Unix()-30), CodeExpired},
+		{with(validClaims(), "nbf", testNow.Unix()+30), "ok"},
+		{with(validClaims(), "nbf", testNow.Unix()+31), CodeNotYetValid},
+		{with(validClaims(), "iat", testNow.Unix()+30), "ok"},
+		{with(validClaims(), "iat", testNow.Unix()+31), CodeNotYetValid},
+	}
+	for i, c := range cases {
+		if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, c.claims)); code(err) != c.want {
+			t.Errorf("case %d: got %s, want %s", i, code(err), c.want)
+		}
+	}
+	// leeway does not stretch max_lifetime
+	v = newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, Leeway: time.Hour, MaxLifetime: time.Hour})
+	tok := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "iat", testNow.Unix(), "exp", testNow.Unix()+3601))
+	if _, err := v.Verify(tok); code(err) != CodeLifetime {
+		t.Fatalf("lifetime 1h1s with max 1h and leeway 1h: got %v", err)
+	}
+}
+
+func TestRequire(t *testing.T) {
+	k := keys(t)
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, Require: []string{"sub", "email"}})
+	if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims())); code(err) != CodeClaims {
+		t.Fatalf("missing email: got %v", err)
+	}
+	if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "email", "a@b.c"))); err != nil {
+		t.Fatalf("with email: %v", err)
+	}
+}
+
+func TestCacheRechecksTime(t *testing.T) {
+	k := keys(t)
+	now := testNow
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, Now: func() time.Time { return now }})
+	tok := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "exp", testNow.Unix()+10))
+	if _, err := v.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	if v.cache.len() != 1 {
+		t.Fatalf("cache holds %d tokens, want 1", v.cache.len())
+	}
+	now = now.Add(10 * time.Second)
+	if _, err := v.Verify(tok); code(err) != CodeExpired {
+		t.Fatalf("cached token after exp: got %v", err)
+	}
+	if v.cache.len() != 0 {
+		t.Fatal("expired token still cached")
+	}
+}
+
+func TestCacheNeverServesFailures(t *testing.T) {
+	k := keys(t)
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}})
+	bad := tamper(mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims()), `{"sub":"admin","exp":9999999999}`)
+	for i := 0; i < 3; i++ {
+		if _, err := v.Verify(bad); code(err) != CodeSignature {
+			t.Fatalf("try %d: got %v", i, err)
+		}
+	}
+	if v.cache.len() != 0 {
+		t.Fatal("a failed token was cached")
+	}
+}
+
+func TestCacheBounded(t *testing.T) {
+	k := keys(t)
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, CacheEntries: 64, CacheBytes: 1 << 20})
+	for i := 0; i < 1000; i++ {
+		if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := v.cache.len(); n > 64 || n == 0 {
+		t.Fatalf("cache holds %d entries, bound is 64", n)
+	}
+	// byte bound: big tokens
+	v = newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, CacheBytes: 64 << 10})
+	for i := 0; i < 200; i++ {
+		if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "pad", strings.Repeat("x", 4000), "n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := 0
+	for i := range v.cache.shards {
+		total += v.cache.shards[i].bytes
+	}
+	if total > 64<<10 {
+		t.Fatalf("cache holds %d bytes, bound is %d", total, 64<<10)
+	}
+	v.SweepCache()
+	v.FlushCache()
+	if v.cache.len() != 0 {
+		t.Fatal("flush left entries")
+	}
+}
+
+func TestSweepDropsExpired(t *testing.T) {
+	k := keys(t)
+	now := testNow
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, Now: func() time.Time { return now }})
+	short := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "exp", testNow.Unix()+5))
+	long := mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims())
+	for _, tok := range []string{short, long} {
+		if _, err := v.Verify(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(6 * time.Second)
+	v.SweepCache()
+	if v.cache.get(short) != nil || v.cache.get(long) == nil {
+		t.Fatal("sweep should drop the expired token and keep the other")
+	}
+}
+
+func TestTokenID(t *testing.T) {
+	k := keys(t)
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}})
+	tok, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "jti", "abc")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.ID != "https://issuer.example#abc" {
+		t.Fatalf("id with jti: %q", tok.ID)
+	}
+	raw := mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims())
+	tok, err = v.Verify(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok.ID, "sha256:") || len(tok.ID) != len("sha256:")+43 {
+		t.Fatalf("id without jti: %q", tok.ID)
+	}
+	// The id ignores the signature's spelling, so it names the token.
+	in, err := Inspect(raw)
+	if err != nil || in.ID != tok.ID {
+		t.Fatalf("Inspect: %v, id %q vs %q", err, in.ID, tok.ID)
+	}
+	other, _ := Inspect(splice(raw, mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "x", 1))))
+	if other.ID != tok.ID {
+		t.Fatal("token id depends on the signature")
+	}
+}
+
+func TestHeaderClaims(t *testing.T) {
+	k := keys(t)
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, HeaderClaims: []string{"sub", "realm.roles", "missing", "https://example.com/groups", "n"}})
+	claims := with(validClaims(),
+		"realm", map[string]any{"roles": []string{"admin", "user"}},
+		"https://example.com/groups", []any{"g1", 2, true},
+		"n", 1767225600,
+	)
+	tok, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		val string
+		ok  bool
+	}{{"user-42", true}, {"admin, user", true}, {"", false}, {"g1, 2, true", true}, {"1767225600", true}}
+	for i, w := range want {
+		if val, ok := tok.HeaderClaim(i); val != w.val || ok != w.ok {
+			t.Errorf("header claim %d: got %q %v, want %q %v", i, val, ok, w.val, w.ok)
+		}
+	}
+	for _, bad := range []string{"a\nb", "a\rb", "a\x00b", "a\x7fb", "a\x1bb"} {
+		if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "sub", bad))); code(err) != CodeClaims {
+			t.Errorf("sub %q: got %v, want claims", bad, err)
+		}
+	}
+	if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "sub", "a\tb"))); err != nil {
+		t.Errorf("tab is allowed: %v", err)
+	}
+	// a control character in a claim that is not written to a header is fine
+	if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "note", "a\nb"))); err != nil {
+		t.Errorf("control character outside header claims: %v", err)
+	}
+}
+
+func TestRender(t *testing.T) {
+	cases := map[string]string{
+		`"plain"`:                      "plain",
+		`"esc\"aped\u00e9"`:            `esc"apedé`,
+		`1767225600`:                   "1767225600",
+		`1.7672256e9`:                  "1767225600",
+		`12345678901234567890`:         "12345678901234567890",
+		`1.5`:                          "1.5",
+		`1e-7`:                         "1e-7",
+		`1e21`:                         "1e+21",
+		`true`:                         "true",
+		`["a", 1, [2, 3], null]`:       "a, 1, 2, 3",
+		`{ "a" : [1, "x y"], "b":{} }`: `{"a":[1,"x y"],"b":{}}`,
+	}
+	for raw, want := range cases {
+		if got := render(raw); got != want {
+			t.Errorf("render(%s) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	k := keys(t)
+	if _, err := New(Config{}); err == nil || !strings.Contains(err.Error(), "no verification key") {
+		t.Fatalf("no keys: %v", err)
+	}
+	_, err := New(Config{Keys: []*Key{hmacKey(t, k.secret)}, Algorithms: AlgorithmSet(HS512)})
+	if err == nil || !strings.Contains(err.Error(), "HS512") || !strings.Contains(err.Error(), "64") {
+		t.Fatalf("HS512 with a 32-byte secret: %v", err)
+	}
+	if _, err := NewHMACKey([]byte("short")); err == nil || !strings.Contains(err.Error(), "32") {
+		t.Fatalf("short secret: %v", err)
+	}
+}
+
+func TestDecodeSecret(t *testing.T) {
+	want := []byte{0xfb, 0xff, 0xfe, 0x00}
+	for _, in := range []string{"base64:+//+AA==", "base64:-__-AA", "base64:+//+AA"} {
+		got, err := DecodeSecret(in)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%s: %x %v", in, got, err)
+		}
+	}
+	if _, err := DecodeSecret("base64:!!"); err == nil {
+		t.Error("invalid base64 accepted")
+	}
+	if got, _ := DecodeSecret("plain text"); string(got) != "plain text" {
+		t.Error("plain secret changed")
+	}
+}
+
+func TestParsePublicKeyPEM(t *testing.T) {
+	k := keys(t)
+	for name, pub := range map[string]any{"rsa": &k.rsa.PublicKey, "p256": &k.ec256.PublicKey, "p384": &k.ec384.PublicKey, "p521": &k.ec521.PublicKey, "ed25519": k.ed.Public()} {
+		key, err := ParsePublicKeyPEM(pemPublic(pub))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if key.Algorithms() == 0 {
+			t.Fatalf("%s: no algorithms", name)
+		}
+	}
+	if _, err := ParsePublicKeyPEM(append(pemPublic(&k.rsa.PublicKey), pemPublic(&k.ec256.PublicKey)...)); err == nil {
+		t.Fatal("two keys in one file accepted")
+	}
+	if _, err := ParsePublicKeyPEM([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")); err == nil || !strings.Contains(err.Error(), "private") {
+		t.Fatalf("private key: %v", err)
+	}
+	if _, err := ParsePublicKeyPEM([]byte("garbage")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
