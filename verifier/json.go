@@ -216,12 +216,24 @@ func skipDigits(s string, i int) int {
 	return i
 }
 
+// plainByte marks the bytes a string can hold with no further checks.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // skipString validates the string starting at s[i] == '"' (escapes,
 // control characters, UTF-8) and returns the index after its closing quote.
 func skipString(s string, i int) (int, error) {
 	i++
 	for i < len(s) {
 		c := s[i]
+		if plainByte[c] {
+			i++
+			continue
+		}
 		switch {
 		case c == '"':
 			return i + 1, nil
@@ -240,10 +252,8 @@ func skipString(s string, i int) (int, error) {
 			default:
 				return i, errJSON
 			}
-		case c < 0x20:
+		case c < utf8.RuneSelf: // a control character
 			return i, errJSON
-		case c < utf8.RuneSelf:
-			i++
 		default:
 			r, size := utf8.DecodeRuneInString(s[i:])
 			if r == utf8.RuneError && size == 1 {

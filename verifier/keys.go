@@ -4,14 +4,20 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"math/bits"
 	"strings"
+	"sync"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -104,7 +110,8 @@ type Key struct {
 	Issuer string
 
 	algs     AlgorithmSet
-	material any // []byte, *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
+	material any          // []byte, *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
+	macs     [3]sync.Pool // HMAC states for HS256/384/512, keyed once
 }
 
 // Algorithms returns the algorithms the key verifies.
@@ -128,7 +135,11 @@ func NewHMACKey(secret []byte) (*Key, error) {
 	if len(secret) >= 64 {
 		algs |= AlgorithmSet(HS512)
 	}
-	return &Key{algs: algs, material: append([]byte(nil), secret...)}, nil
+	k := &Key{algs: algs, material: append([]byte(nil), secret...)}
+	for i, h := range []func() hash.Hash{sha256.New, sha512.New384, sha512.New} {
+		k.macs[i].New = func() any { return hmac.New(h, k.material.([]byte)) }
+	}
+	return k, nil
 }
 
 // DecodeSecret turns a configured secret into key bytes: "base64:<b64>" is
@@ -231,9 +242,10 @@ func (k *Key) WithAlgorithm(alg Algorithm) (*Key, error) {
 	if !k.algs.Has(alg) {
 		return nil, fmt.Errorf("a %s key cannot verify %s", k.kind(), alg)
 	}
-	c := *k
-	c.algs = AlgorithmSet(alg)
-	return &c, nil
+	if _, ok := k.material.([]byte); ok {
+		return nil, errors.New("HMAC keys cannot be restricted")
+	}
+	return &Key{ID: k.ID, Issuer: k.Issuer, algs: AlgorithmSet(alg), material: k.material}, nil
 }
 
 func (k *Key) kind() string {
@@ -251,5 +263,21 @@ func (k *Key) kind() string {
 // verify checks sig over the signing input with this key and alg; the
 // caller has already checked that the key is bound to alg.
 func (k *Key) verify(alg Algorithm, signingInput string, sig []byte) bool {
+	if AlgorithmSet(alg)&hmacAlgorithms != 0 {
+		return k.verifyHMAC(alg, signingInput, sig)
+	}
 	return methods[alg.index()].Verify(signingInput, sig, k.material) == nil
+}
+
+// verifyHMAC does what golang-jwt's HMAC Verify does, with a pooled,
+// already keyed HMAC state: keying one costs more than hashing a token.
+func (k *Key) verifyHMAC(alg Algorithm, signingInput string, sig []byte) bool {
+	pool := &k.macs[alg.index()]
+	mac := pool.Get().(hash.Hash)
+	mac.Reset()
+	io.WriteString(mac, signingInput)
+	var sum [sha512.Size]byte
+	ok := hmac.Equal(mac.Sum(sum[:0]), sig)
+	pool.Put(mac)
+	return ok
 }

@@ -340,15 +340,6 @@ type parsed struct {
 	claimsErr       error
 }
 
-// b64url marks the bytes of the base64url alphabet. Go's decoder skips CR
-// and LF even in strict mode, so the alphabet is checked first.
-var b64url = func() (t [256]bool) {
-	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
-		t[c] = true
-	}
-	return t
-}()
-
 var strictB64 = base64.RawURLEncoding.Strict()
 
 // parse splits, decodes and reads a token without checking its signature.
@@ -356,22 +347,17 @@ func parse(token string) (*parsed, error) {
 	if len(token) > MaxTokenLength {
 		return nil, errTooLong
 	}
-	dot1, dot2 := -1, -1
-	for i := 0; i < len(token); i++ {
-		c := token[i]
-		if c == '.' {
-			if dot1 < 0 {
-				dot1 = i
-			} else if dot2 < 0 {
-				dot2 = i
-			} else {
-				return nil, errSegments
-			}
-		} else if !b64url[c] {
-			return nil, errSegments
+	// The strict decoder rejects every byte outside the base64url
+	// alphabet, padding included, except CR and LF, which it skips.
+	dot1 := strings.IndexByte(token, '.')
+	dot2 := -1
+	if dot1 > 0 {
+		if dot2 = strings.IndexByte(token[dot1+1:], '.'); dot2 >= 0 {
+			dot2 += dot1 + 1
 		}
 	}
-	if dot2 < 0 || dot1 == 0 || dot2 == dot1+1 {
+	if dot2 <= dot1+1 || strings.IndexByte(token[dot2+1:], '.') >= 0 ||
+		strings.IndexByte(token, '\n') >= 0 || strings.IndexByte(token, '\r') >= 0 {
 		return nil, errSegments
 	}
 	h, pl, s := token[:dot1], token[dot1+1:dot2], token[dot2+1:]
