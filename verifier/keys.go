@@ -45,11 +45,13 @@ const (
 // AlgorithmSet is a set of algorithms.
 type AlgorithmSet uint16
 
+// AllAlgorithms is every algorithm jwtguard knows.
+const AllAlgorithms = AlgorithmSet(EdDSA<<1 - 1)
+
 const (
 	hmacAlgorithms  = AlgorithmSet(HS256 | HS384 | HS512)
 	rsaAlgorithms   = AlgorithmSet(RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
-	allAlgorithms   = AlgorithmSet(1<<13 - 1)
-	asymmetricAlgos = allAlgorithms &^ hmacAlgorithms
+	asymmetricAlgos = AllAlgorithms &^ hmacAlgorithms
 )
 
 var algorithmNames = [...]string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512",

@@ -1,0 +1,38 @@
+# jwtguard: `make run` builds Caddy with the plugin and serves example/Caddyfile;
+# `make test` runs every test. See README.md.
+
+GO       ?= go
+CADDY    := bin/caddy
+FUZZTIME ?= 10s
+
+.PHONY: build run test unit race fuzz bench clean
+
+build:
+	$(GO) build -o $(CADDY) ./cmd/caddy
+
+run: build
+	./$(CADDY) run --config example/Caddyfile --adapter caddyfile
+
+test: unit race fuzz
+
+# Every package, vet first; the end-to-end test builds ./cmd/caddy itself.
+unit:
+	$(GO) vet ./...
+	test -z "$$(gofmt -l .)" || (gofmt -l . && false)
+	$(GO) test -count=1 -timeout 20m ./...
+
+# The packages with shared state, again under the race detector.
+race:
+	$(GO) test -count=1 -race -timeout 20m -short ./verifier/ ./revocation/ .
+
+# Each fuzz target briefly: go test runs one target per invocation.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./verifier/
+	$(GO) test -run '^$$' -fuzz '^FuzzJSON$$' -fuzztime $(FUZZTIME) ./verifier/
+	$(GO) test -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME) .
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin

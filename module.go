@@ -1,0 +1,384 @@
+package jwtguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/jwtguard/caddy-jwtguard/verifier"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler lets a request through only with a valid JSON Web Token, and
+// tells the upstream who the caller is.
+//
+// Tokens are looked for in the configured sources in order (by default
+// the Authorization header with the Bearer scheme). A verified token's
+// claims are passed on as request headers (claim_headers) and as
+// placeholders:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{http.auth.user.id}` | the token's `sub`
+// `{http.auth.user.<claim>}` | each top-level claim present in the token
+// `{http.auth.jwt.token_id}` | the token id: `<iss>#<jti>`, or `sha256:<hash>` of the signing input
+// `{http.auth.jwt.error}` | on failure, the error code (`missing`, `malformed`, `expired`, ...)
+//
+// A request without a token gets 401 with `WWW-Authenticate: Bearer
+// realm="jwtguard"`; an invalid token gets 401 with an RFC 6750
+// `error="invalid_token"`; keys that have never loaded, or a revocation
+// list that cannot answer, get 503 with Retry-After. Failures are returned
+// as handler errors, so `handle_errors` can act on them.
+//
+// Every header named in claim_headers, and its spellings with `_` or `.`
+// in place of `-`, is removed from every request before anything else, so
+// a client can never forge one.
+type Handler struct {
+	// Where the token comes from, tried in order. Default: the
+	// Authorization header with the Bearer scheme.
+	From []verifier.Source `json:"from,omitempty"`
+
+	// HMAC secrets (HS256/384/512): the UTF-8 bytes of the value, or
+	// "base64:<b64>" for binary keys. At least 32 bytes. Placeholders
+	// such as {env.JWT_SECRET} and {file./run/secrets/jwt} are replaced
+	// at provision time.
+	Secrets []string `json:"secrets,omitempty"`
+
+	// PEM files holding one RSA, ECDSA (P-256/384/521) or Ed25519 public
+	// key each, as SubjectPublicKeyInfo or an X.509 certificate.
+	PublicKeys []string `json:"public_keys,omitempty"`
+
+	// JWK Set URLs.
+	JWKS []string `json:"jwks,omitempty"`
+
+	// OpenID Connect issuer URLs; the JWK Set is found by discovery and
+	// the issuer is required to match.
+	OIDC []string `json:"oidc,omitempty"`
+
+	// How often JWK Sets are fetched again. Default: 10m.
+	KeyRefresh caddy.Duration `json:"key_refresh,omitempty"`
+
+	// The algorithm allow-list. Default: every algorithm the configured
+	// keys can verify.
+	Algorithms []string `json:"algorithms,omitempty"`
+
+	// Accepted `iss` values. Default: any.
+	Issuers []string `json:"issuers,omitempty"`
+
+	// `aud` must contain one of these. Default: any.
+	Audiences []string `json:"audiences,omitempty"`
+
+	// Clock skew allowed on exp, nbf and iat. Default: 0.
+	Leeway caddy.Duration `json:"leeway,omitempty"`
+
+	// Reject tokens whose exp - iat exceeds this, and tokens with no iat.
+	// Default: no limit.
+	MaxLifetime caddy.Duration `json:"max_lifetime,omitempty"`
+
+	// Claims that must be present; exp always is.
+	Require []string `json:"require,omitempty"`
+
+	// Accepted `typ` header values, compared case-insensitively with or
+	// without the "application/" prefix. Default: any.
+	TokenTypes []string `json:"token_types,omitempty"`
+
+	// Claims written into request headers for the upstream.
+	ClaimHeaders []ClaimHeader `json:"claim_headers,omitempty"`
+
+	// Remove the token from the request before passing it on.
+	StripToken bool `json:"strip_token,omitempty"`
+
+	// A request with no token passes through unauthenticated; a request
+	// with a bad token is still rejected.
+	Optional bool `json:"optional,omitempty"`
+
+	// Turn off the revocation check. Default: on, failing closed.
+	DisableRevocation bool `json:"disable_revocation,omitempty"`
+
+	verifier *verifier.Verifier
+	sources  []verifier.Source
+	headers  []string // canonical names of the claim headers
+	logger   *zap.Logger
+	ctx      caddy.Context
+}
+
+// ClaimHeader writes a claim into a request header.
+type ClaimHeader struct {
+	// A claim name, or a dot path into nested objects (realm.roles).
+	// A claim whose whole name matches is preferred to a dot path.
+	Claim string `json:"claim"`
+	// The header field that receives the claim's value.
+	Header string `json:"header"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.jwtguard",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision loads the keys and builds the verifier.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.ctx = ctx
+	h.logger = ctx.Logger()
+	initMetrics(ctx.GetMetricsRegistry())
+
+	cfg, err := h.verifierConfig()
+	if err != nil {
+		return err
+	}
+	if h.verifier, err = verifier.New(cfg); err != nil {
+		return err
+	}
+	h.sources = h.From
+	if len(h.sources) == 0 {
+		h.sources = verifier.DefaultSources
+	}
+	for _, ch := range h.ClaimHeaders {
+		h.headers = append(h.headers, http.CanonicalHeaderKey(ch.Header))
+	}
+	go h.sweepCache(ctx)
+	return nil
+}
+
+func (h *Handler) verifierConfig() (verifier.Config, error) {
+	cfg := verifier.Config{
+		Issuers:     h.Issuers,
+		Audiences:   h.Audiences,
+		Leeway:      time.Duration(h.Leeway),
+		MaxLifetime: time.Duration(h.MaxLifetime),
+		Require:     h.Require,
+		TokenTypes:  h.TokenTypes,
+	}
+	repl := caddy.NewReplacer()
+	for i, s := range h.Secrets {
+		value, err := repl.ReplaceOrErr(s, true, true)
+		if err != nil {
+			return cfg, fmt.Errorf("secret %d: %v", i+1, err)
+		}
+		raw, err := verifier.DecodeSecret(value)
+		if err != nil {
+			return cfg, err
+		}
+		key, err := verifier.NewHMACKey(raw)
+		if err != nil {
+			return cfg, fmt.Errorf("secret %d: %v", i+1, err)
+		}
+		cfg.Keys = append(cfg.Keys, key)
+	}
+	for _, file := range h.PublicKeys {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return cfg, fmt.Errorf("public_key: %v", err)
+		}
+		key, err := verifier.ParsePublicKeyPEM(data)
+		if err != nil {
+			return cfg, fmt.Errorf("public_key %s: %v", file, err)
+		}
+		cfg.Keys = append(cfg.Keys, key)
+	}
+	if len(h.JWKS) > 0 || len(h.OIDC) > 0 {
+		return cfg, errors.New("jwks and oidc key sources are not supported yet")
+	}
+	for _, name := range h.Algorithms {
+		alg, ok := verifier.ParseAlgorithm(name)
+		if !ok {
+			return cfg, fmt.Errorf("algorithms: unknown algorithm %q", name)
+		}
+		cfg.Algorithms |= verifier.AlgorithmSet(alg)
+	}
+	for _, ch := range h.ClaimHeaders {
+		cfg.HeaderClaims = append(cfg.HeaderClaims, ch.Claim)
+	}
+	return cfg, nil
+}
+
+// Validate checks what Provision does not need to.
+func (h *Handler) Validate() error {
+	for _, s := range h.From {
+		switch s.Kind {
+		case verifier.FromHeader, verifier.FromCookie, verifier.FromQuery:
+		default:
+			return fmt.Errorf("from: unknown source %q (want header, cookie or query)", s.Kind)
+		}
+		if s.Name == "" {
+			return fmt.Errorf("from %s: a name is required", s.Kind)
+		}
+	}
+	for _, ch := range h.ClaimHeaders {
+		if ch.Claim == "" || !validHeaderName(ch.Header) {
+			return fmt.Errorf("claim_header %q %q: need a claim and a valid header field name", ch.Claim, ch.Header)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	h.dropForgedHeaders(r.Header)
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+
+	raw, from, found := verifier.Extract(r, h.sources)
+	if !found {
+		if h.Optional {
+			countResult(resultAnonymous)
+			return next.ServeHTTP(w, r)
+		}
+		return h.reject(w, repl, "", &verifier.Error{Code: verifier.CodeMissing, Reason: "no token"})
+	}
+	tok, err := h.verifier.Verify(raw)
+	if err != nil {
+		return h.reject(w, repl, raw, err.(*verifier.Error))
+	}
+
+	for i, name := range h.headers {
+		if v, ok := tok.HeaderClaim(i); ok {
+			r.Header[name] = []string{v}
+		}
+	}
+	if h.StripToken {
+		h.sources[from].Strip(r)
+	}
+	setPlaceholders(repl, tok)
+	countResult(resultOK)
+	return next.ServeHTTP(w, r)
+}
+
+// dropForgedHeaders deletes every incoming header that could be taken for
+// a claim header: the name itself and its spellings with '_' or '.' for
+// '-', which CGI-style upstreams fold together.
+func (h *Handler) dropForgedHeaders(hdr http.Header) {
+	if len(h.headers) == 0 {
+		return
+	}
+	for name := range hdr {
+		for _, want := range h.headers {
+			if sameHeader(name, want) {
+				delete(hdr, name)
+				break
+			}
+		}
+	}
+}
+
+func sameHeader(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if fold(a[i]) != fold(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func fold(c byte) byte {
+	switch {
+	case c >= 'A' && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == '_' || c == '.':
+		return '-'
+	}
+	return c
+}
+
+// setPlaceholders publishes the token: id and token_id now, the other
+// claims on demand, so a request pays only for the ones a config uses.
+func setPlaceholders(repl *caddy.Replacer, tok *verifier.Token) {
+	repl.Set("http.auth.jwt.token_id", tok.ID)
+	if tok.Subject != "" {
+		repl.Set("http.auth.user.id", tok.Subject)
+	}
+	repl.Map(func(key string) (any, bool) {
+		name, ok := strings.CutPrefix(key, "http.auth.user.")
+		if !ok || name == "id" {
+			return nil, false
+		}
+		return tok.Claim(name)
+	})
+}
+
+// challenge is the RFC 6750 WWW-Authenticate value for each failure.
+func challenge(e *verifier.Error) string {
+	if e.Code == verifier.CodeMissing {
+		return `Bearer realm="jwtguard"`
+	}
+	return `Bearer realm="jwtguard", error="invalid_token", error_description="` + e.Reason + `"`
+}
+
+// reject answers a failed request: 401 for a bad or missing token, 503
+// when the server cannot tell (keys not loaded, revocation list down).
+func (h *Handler) reject(w http.ResponseWriter, repl *caddy.Replacer, raw string, e *verifier.Error) error {
+	countResult(string(e.Code))
+	repl.Set("http.auth.jwt.error", string(e.Code))
+	if c := h.logger.Check(zapcore.DebugLevel, "token rejected"); c != nil {
+		fields := []zap.Field{zap.String("error", string(e.Code)), zap.String("reason", e.Reason)}
+		if raw != "" {
+			if t, err := verifier.Inspect(raw); err == nil {
+				fields = append(fields, zap.String("token_id", t.ID))
+			}
+		}
+		c.Write(fields...)
+	}
+	status := http.StatusUnauthorized
+	switch e.Code {
+	case verifier.CodeKeysUnavailable, verifier.CodeStoreUnavailable:
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "5")
+	default:
+		w.Header().Set("WWW-Authenticate", challenge(e))
+	}
+	return caddyhttp.Error(status, e)
+}
+
+// sweepCache drops expired tokens from the cache once a minute, so that
+// tokens nobody sends again do not hold memory until evicted.
+func (h *Handler) sweepCache(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.verifier.SweepCache()
+		}
+	}
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
