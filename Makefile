@@ -10,6 +10,9 @@ FUZZTIME ?= 10s
 build:
 	$(GO) build -o $(CADDY) ./cmd/caddy
 
+# The example reads its HMAC secret from JWTGUARD_SECRET; this default is for
+# trying things out only.
+run: export JWTGUARD_SECRET ?= demo-secret-change-me-0123456789abcdef
 run: build
 	./$(CADDY) run --config example/Caddyfile --adapter caddyfile
 

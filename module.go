@@ -138,11 +138,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	initMetrics(ctx.GetMetricsRegistry())
 
-	cfg, err := h.verifierConfig()
-	if err != nil {
-		return err
-	}
-	if h.verifier, err = verifier.New(cfg); err != nil {
+	var err error
+	if h.verifier, err = h.newVerifier(); err != nil {
 		return err
 	}
 	h.sources = h.From
@@ -154,6 +151,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	go h.sweepCache(ctx)
 	return nil
+}
+
+func (h *Handler) newVerifier() (*verifier.Verifier, error) {
+	cfg, err := h.verifierConfig()
+	if err != nil {
+		return nil, err
+	}
+	return verifier.New(cfg)
 }
 
 func (h *Handler) verifierConfig() (verifier.Config, error) {
