@@ -303,19 +303,24 @@ func fold(c byte) byte {
 	return c
 }
 
-// setPlaceholders publishes the token: id and token_id now, the other
-// claims on demand, so a request pays only for the ones a config uses.
+// setPlaceholders publishes the token through one provider that answers
+// on demand: a request pays for the placeholders its config reads, not for
+// every claim (nor for growing the replacer's map).
 func setPlaceholders(repl *caddy.Replacer, tok *verifier.Token) {
-	repl.Set("http.auth.jwt.token_id", tok.ID)
-	if tok.Subject != "" {
-		repl.Set("http.auth.user.id", tok.Subject)
-	}
 	repl.Map(func(key string) (any, bool) {
-		name, ok := strings.CutPrefix(key, "http.auth.user.")
-		if !ok || name == "id" {
+		name, ok := strings.CutPrefix(key, "http.auth.")
+		if !ok {
 			return nil, false
 		}
-		return tok.Claim(name)
+		switch {
+		case name == "jwt.token_id":
+			return tok.ID, true
+		case name == "user.id":
+			return tok.Subject, tok.Subject != ""
+		case strings.HasPrefix(name, "user."):
+			return tok.Claim(name[len("user."):])
+		}
+		return nil, false
 	})
 }
 

@@ -1,0 +1,89 @@
+package jwtguard
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+// TestIntegration runs a real Caddy in-process (caddytest) with jwtguard
+// in front of a handler that echoes what it received.
+func TestIntegration(t *testing.T) {
+	tester := caddytest.NewTester(t)
+	tester.InitServer(`
+	{
+		skip_install_trust
+		admin localhost:2999
+		http_port 9080
+		https_port 9443
+		grace_period 1ns
+	}
+	http://localhost:9080 {
+		handle /api/* {
+			jwtguard {
+				secret `+testSecret+`
+				issuer https://idp.example
+				claim_header sub X-User-Id
+				claim_header roles X-Roles
+			}
+			respond "id={http.request.header.X-User-Id} roles={http.request.header.X-Roles} forged={http.request.header.X_User_Id} email={http.auth.user.email} tid={http.auth.jwt.token_id}"
+		}
+		handle /page/* {
+			jwtguard {
+				secret `+testSecret+`
+				from cookie session
+			}
+			respond "page for {http.auth.user.id}"
+		}
+		handle_errors {
+			@browser expression `+"`{http.error.status_code} == 401 && {http.request.uri.path}.startsWith('/page/')`"+`
+			redir @browser /login?why={http.auth.jwt.error}
+			respond "{http.error.status_code} {http.auth.jwt.error}"
+		}
+	}
+	`, "caddyfile")
+
+	tok := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp.example", "jti": "t1", "email": "a@example.com", "roles": []string{"r1", "r2"}})
+
+	req, _ := http.NewRequest("GET", "http://localhost:9080/api/x", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header["X_User_Id"] = []string{"mallory"}
+	tester.AssertResponse(req, 200, "id=alice roles=r1, r2 forged= email=a@example.com tid=https://idp.example#t1")
+
+	// handle_errors sees the status and the error code
+	req, _ = http.NewRequest("GET", "http://localhost:9080/api/x", nil)
+	resp, body := tester.AssertResponse(req, 401, "401 missing")
+	if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="jwtguard"` {
+		t.Errorf("WWW-Authenticate %q", got)
+	}
+	_ = body
+
+	expired := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp.example", "exp": time.Now().Add(-time.Hour).Unix()})
+	req, _ = http.NewRequest("GET", "http://localhost:9080/api/x", nil)
+	req.Header.Set("Authorization", "Bearer "+expired)
+	resp, _ = tester.AssertResponse(req, 401, "401 expired")
+	if got := resp.Header.Get("WWW-Authenticate"); !strings.Contains(got, `error="invalid_token"`) {
+		t.Errorf("WWW-Authenticate %q", got)
+	}
+
+	// browsers on /page/ are sent to the login page
+	tester.AssertRedirect("http://localhost:9080/page/home", "http://localhost:9080/login?why=missing", http.StatusFound)
+
+	req, _ = http.NewRequest("GET", "http://localhost:9080/page/home", nil)
+	req.AddCookie(&http.Cookie{Name: "session", Value: tok})
+	resp, err := tester.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "page for alice" {
+		t.Fatalf("cookie token: %d %q", resp.StatusCode, b)
+	}
+}
