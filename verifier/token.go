@@ -37,6 +37,10 @@ func (t *Token) ExpiresAt() time.Time { return numericDate(t.exp) }
 // IssuedAt returns the iat claim; ok is false when the token has none.
 func (t *Token) IssuedAt() (time.Time, bool) { return numericDate(t.iat), t.hasIat }
 
+// IssuedAtUnix returns iat in whole seconds, rounded down, as revocation
+// by subject compares it.
+func (t *Token) IssuedAtUnix() (int64, bool) { return int64(math.Floor(t.iat)), t.hasIat }
+
 func numericDate(f float64) time.Time {
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9))

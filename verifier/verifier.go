@@ -26,9 +26,10 @@ const MaxTokenLength = 16 << 10
 
 // KeySet is a source of keys that change at run time, such as a JWK Set.
 type KeySet interface {
-	// Keys returns the keys whose kid equals kid, or every key when kid
-	// is empty. loaded is false while the set has never been loaded.
-	Keys(kid string) (keys []*Key, loaded bool)
+	// Keys returns the keys for a token with this kid and (unverified)
+	// iss: those whose kid equals kid, or every key when kid is empty.
+	// loaded is false while the set has never been loaded.
+	Keys(kid, iss string) (keys []*Key, loaded bool)
 }
 
 // Config is what a Verifier checks.
@@ -247,7 +248,7 @@ func (v *Verifier) checkSignature(p *parsed, alg Algorithm) error {
 		}
 	}
 	for _, ks := range v.cfg.KeySets {
-		keys, loaded := ks.Keys(p.KeyID)
+		keys, loaded := ks.Keys(p.KeyID, p.Issuer)
 		if !loaded {
 			unloaded = true
 			continue
