@@ -3,6 +3,7 @@ package jwtguard
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -115,8 +116,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			switch sub {
 			case "key_refresh":
-				if dur == 0 {
-					return d.Errf("key_refresh: must be more than 0")
+				if dur < time.Second {
+					return d.Errf("key_refresh: must be at least 1s")
 				}
 				h.KeyRefresh = caddy.Duration(dur)
 			case "leeway":

@@ -90,7 +90,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"jwtguard {\n secret 0123456789abcdef0123456789abcdef\n claim_header sub X-Id\n claim_header email x-id\n}", "already set from claim sub"},
 		{"jwtguard {\n secret 0123456789abcdef0123456789abcdef\n claim_header sub \"X Id\"\n}", "not a valid header field name"},
 		{"jwtguard {\n secret 0123456789abcdef0123456789abcdef\n revocation maybe\n}", "revocation: want on or off"},
-		{"jwtguard {\n secret 0123456789abcdef0123456789abcdef\n key_refresh 0s\n}", "key_refresh: must be more than 0"},
+		{"jwtguard {\n secret 0123456789abcdef0123456789abcdef\n key_refresh 0s\n}", "key_refresh: must be at least 1s"},
 		{"jwtguard extra {\n secret 0123456789abcdef0123456789abcdef\n}", "wrong argument count"},
 	}
 	lineRe := regexp.MustCompile(`, at Testfile:(\d+)`)

@@ -10,6 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	"github.com/jwtguard/caddy-jwtguard/verifier"
@@ -18,14 +19,20 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "jwtguard",
-		Usage: "<sign> [flags]",
-		Short: "Signs test tokens for jwtguard",
+		Usage: "<revoke|list|unrevoke|sign> [flags]",
+		Short: "Manages jwtguard's revocation list and signs test tokens",
 		Long: `
 Commands for jwtguard, the JWT guard for Caddy.
 
-  sign      prints an HS256 token, for trying a guard out locally`,
+  revoke    revokes a token, a token id, a subject or a signing key
+  list      lists revocations
+  unrevoke  removes a revocation
+  sign      prints an HS256 token, for trying a guard out locally
+
+revoke, list and unrevoke talk to a running Caddy's admin API at --address
+(default: ` + caddy.DefaultAdminListen + `).`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(signCommand())
+			cmd.AddCommand(revokeCommand(), listCommand(), unrevokeCommand(), signCommand())
 		},
 	})
 }

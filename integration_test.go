@@ -15,7 +15,9 @@ import (
 // TestIntegration runs a real Caddy in-process (caddytest) with jwtguard
 // in front of a handler that echoes what it received.
 func TestIntegration(t *testing.T) {
+	storage := t.TempDir()
 	tester := caddytest.NewTester(t)
+	t.Cleanup(func() { unloadConfig(t) })
 	tester.InitServer(`
 	{
 		skip_install_trust
@@ -23,6 +25,9 @@ func TestIntegration(t *testing.T) {
 		http_port 9080
 		https_port 9443
 		grace_period 1ns
+		jwtguard {
+			storage_dir `+storage+`
+		}
 	}
 	http://localhost:9080 {
 		handle /api/* {
@@ -86,4 +91,16 @@ func TestIntegration(t *testing.T) {
 	if resp.StatusCode != 200 || string(b) != "page for alice" {
 		t.Fatalf("cookie token: %d %q", resp.StatusCode, b)
 	}
+}
+
+// unloadConfig replaces the running test config with an empty one, so the
+// revocation store is closed before its temporary directory is removed.
+func unloadConfig(t *testing.T) {
+	resp, err := http.Post("http://localhost:2999/load", "application/json",
+		strings.NewReader(`{"admin":{"listen":"localhost:2999"}}`))
+	if err != nil {
+		t.Logf("unloading test config: %v", err)
+		return
+	}
+	resp.Body.Close()
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jwtguard/caddy-jwtguard/jwks"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
 
@@ -17,9 +18,11 @@ const (
 // The collectors are created once and registered on every config load's
 // registry. Each result's counter is looked up once, not per request.
 var metrics = struct {
-	once     sync.Once
-	requests *prometheus.CounterVec
-	byResult map[string]prometheus.Counter
+	once      sync.Once
+	requests  *prometheus.CounterVec
+	byResult  map[string]prometheus.Counter
+	fetches   *prometheus.CounterVec
+	byFetched map[string]prometheus.Counter
 }{}
 
 func initMetrics(registry *prometheus.Registry) {
@@ -34,8 +37,25 @@ func initMetrics(registry *prometheus.Registry) {
 		for _, r := range append([]string{resultOK, resultAnonymous}, codeStrings()...) {
 			metrics.byResult[r] = metrics.requests.WithLabelValues(r)
 		}
+		metrics.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "jwtguard",
+			Name:      "key_fetches_total",
+			Help:      "JWK Set and OpenID discovery fetches, by result: ok, unchanged, or error_*.",
+		}, []string{"result"})
+		metrics.byFetched = map[string]prometheus.Counter{}
+		for _, r := range jwks.Results {
+			metrics.byFetched[r] = metrics.fetches.WithLabelValues(r)
+		}
 	})
 	register(registry, metrics.requests)
+	register(registry, metrics.fetches)
+}
+
+func countKeyFetch(result string) {
+	if c, ok := metrics.byFetched[result]; ok {
+		c.Inc()
+	}
 }
 
 func codeStrings() []string {

@@ -2,11 +2,11 @@ package jwtguard
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/jwtguard/caddy-jwtguard/jwks"
+	"github.com/jwtguard/caddy-jwtguard/revocation"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
 
@@ -109,6 +111,8 @@ type Handler struct {
 	DisableRevocation bool `json:"disable_revocation,omitempty"`
 
 	verifier *verifier.Verifier
+	keySets  []*jwks.Set // started by Provision, stopped with its context
+	app      *App        // nil with revocation off
 	sources  []verifier.Source
 	headers  []string // canonical names of the claim headers
 	logger   *zap.Logger
@@ -141,6 +145,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	var err error
 	if h.verifier, err = h.newVerifier(); err != nil {
 		return err
+	}
+	// Fetching starts once the verifier exists: a key change flushes its
+	// cache of verified tokens.
+	for _, set := range h.keySets {
+		set.Start(ctx)
+	}
+	if !h.DisableRevocation && h.app == nil {
+		app, err := ctx.App("jwtguard")
+		if err != nil {
+			return fmt.Errorf("revocation list: %v", err)
+		}
+		h.app = app.(*App)
 	}
 	h.sources = h.From
 	if len(h.sources) == 0 {
@@ -197,8 +213,14 @@ func (h *Handler) verifierConfig() (verifier.Config, error) {
 		}
 		cfg.Keys = append(cfg.Keys, key)
 	}
-	if len(h.JWKS) > 0 || len(h.OIDC) > 0 {
-		return cfg, errors.New("jwks and oidc key sources are not supported yet")
+	sets, issuers, err := h.buildKeySets()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.KeySets = sets
+	if len(issuers) > 0 {
+		// oidc sets the issuer; an explicit issuer line adds to it.
+		cfg.Issuers = append(append([]string(nil), h.Issuers...), issuers...)
 	}
 	for _, name := range h.Algorithms {
 		alg, ok := verifier.ParseAlgorithm(name)
@@ -211,6 +233,69 @@ func (h *Handler) verifierConfig() (verifier.Config, error) {
 		cfg.HeaderClaims = append(cfg.HeaderClaims, ch.Claim)
 	}
 	return cfg, nil
+}
+
+// buildKeySets builds a JWK Set per jwks and oidc source, seeded with the keys
+// the previous config's Set for the same source holds (so a reload while
+// the provider is down costs nothing), and returns the oidc issuers.
+func (h *Handler) buildKeySets() ([]verifier.KeySet, []string, error) {
+	var out []verifier.KeySet
+	var issuers []string
+	keyIssuer := ""
+	if len(h.Issuers) == 1 {
+		keyIssuer = h.Issuers[0]
+	}
+	add := func(opts jwks.Options, what string) error {
+		opts.Refresh = time.Duration(h.KeyRefresh)
+		opts.Logger = h.logger.Named("jwks")
+		opts.OnFetch = countKeyFetch
+		opts.OnChange = func() { h.verifier.FlushCache() }
+		set, err := jwks.New(opts)
+		if err != nil {
+			return fmt.Errorf("%s: %v", what, err)
+		}
+		keySetsMu.Lock()
+		key := opts.URL + "|" + opts.Issuer + "|" + opts.KeyIssuer
+		set.Seed(liveKeySets[key])
+		liveKeySets[key] = set
+		keySetsMu.Unlock()
+		h.keySets = append(h.keySets, set)
+		out = append(out, set)
+		return nil
+	}
+	for _, u := range h.JWKS {
+		if err := add(jwks.Options{URL: u, KeyIssuer: keyIssuer}, "jwks "+u); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, iss := range h.OIDC {
+		if err := add(jwks.Options{Issuer: iss}, "oidc "+iss); err != nil {
+			return nil, nil, err
+		}
+		issuers = append(issuers, iss)
+	}
+	return out, issuers, nil
+}
+
+// liveKeySets holds the newest Set per source, to seed the next config's.
+var (
+	keySetsMu   sync.Mutex
+	liveKeySets = map[string]*jwks.Set{}
+)
+
+// Cleanup forgets this handler's key sets unless a newer config took them
+// over (Caddy provisions the new config before cleaning up the old).
+func (h *Handler) Cleanup() error {
+	keySetsMu.Lock()
+	defer keySetsMu.Unlock()
+	for k, set := range liveKeySets {
+		for _, mine := range h.keySets {
+			if set == mine {
+				delete(liveKeySets, k)
+			}
+		}
+	}
+	return nil
 }
 
 // Validate checks what Provision does not need to.
@@ -250,6 +335,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.reject(w, repl, raw, err.(*verifier.Error))
 	}
+	if e := h.checkRevoked(tok); e != nil {
+		return h.reject(w, repl, raw, e)
+	}
 
 	for i, name := range h.headers {
 		if v, ok := tok.HeaderClaim(i); ok {
@@ -262,6 +350,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	setPlaceholders(repl, tok)
 	countResult(resultOK)
 	return next.ServeHTTP(w, r)
+}
+
+var (
+	errRevoked          = &verifier.Error{Code: verifier.CodeRevoked, Reason: "token revoked"}
+	errStoreUnavailable = &verifier.Error{Code: verifier.CodeStoreUnavailable, Reason: "revocation list unavailable"}
+)
+
+// checkRevoked asks the revocation list about the verified token; a list
+// that cannot answer fails the request closed.
+func (h *Handler) checkRevoked(tok *verifier.Token) *verifier.Error {
+	if h.app == nil {
+		return nil
+	}
+	store, err := h.app.Store()
+	var revoked bool
+	if err == nil {
+		iat, hasIat := tok.IssuedAtUnix()
+		revoked, err = store.Revoked(&revocation.Token{
+			ID: tok.ID, Issuer: tok.Issuer, Subject: tok.Subject, JTI: tok.JTI, KeyID: tok.KeyID,
+			IssuedAt: iat, HasIssuedAt: hasIat,
+		})
+	}
+	switch {
+	case err != nil:
+		if c := h.logger.Check(zapcore.ErrorLevel, "revocation list unavailable"); c != nil {
+			c.Write(zap.String("token_id", tok.ID), zap.Error(err))
+		}
+		return errStoreUnavailable
+	case revoked:
+		return errRevoked
+	}
+	return nil
 }
 
 // dropForgedHeaders deletes every incoming header that could be taken for
@@ -389,6 +509,7 @@ func validHeaderName(s string) bool {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

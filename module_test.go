@@ -16,16 +16,36 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/jwtguard/caddy-jwtguard/revocation"
+	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
+
+// testApp is an App holding an already open store (nil: none).
+func testApp(s *revocation.Store) *App {
+	a := &App{hold: new(hold)}
+	if s != nil {
+		a.hold.store.Store(s)
+	} else {
+		a.hold.cleaned = true // answers errNoStore
+	}
+	return a
+}
 
 const testSecret = "unit-test-secret-0123456789abcdefghij"
 
-// newHandler provisions a handler from a Caddyfile block, as Caddy would.
-func newHandler(t testing.TB, block string) *Handler {
+// newHandler provisions a handler from a Caddyfile block, as Caddy would,
+// with revocation off unless a store is given.
+func newHandler(t testing.TB, block string, store ...*revocation.Store) *Handler {
 	t.Helper()
 	var h Handler
 	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(block)); err != nil {
 		t.Fatalf("parsing: %v", err)
+	}
+	if len(store) > 0 {
+		h.app = testApp(store[0])
+	} else {
+		h.DisableRevocation = true
 	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
@@ -293,4 +313,80 @@ func TestHandlerMetrics(t *testing.T) {
 	if after := testutilCount(t, "ok") + testutilCount(t, "missing"); after-before != 2 {
 		t.Fatalf("requests_total moved by %v, want 2", after-before)
 	}
+}
+
+func TestHandlerRevocation(t *testing.T) {
+	store, err := revocation.Open(t.TempDir(), revocation.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n}", store)
+	get := func(tok string) (int, string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		w, _, repl, err := serve(h, r)
+		code, _ := repl.GetString("http.auth.jwt.error")
+		if err == nil {
+			return 200, code
+		}
+		if w.Header().Get("Retry-After") == "" && status(err) == 503 {
+			t.Error("503 without Retry-After")
+		}
+		return status(err), code
+	}
+	now := time.Now()
+	alice := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "a1", "iat": now.Add(-time.Minute).Unix()})
+	bob := sign(t, jwt.MapClaims{"sub": "bob", "iss": "https://idp", "iat": now.Add(-time.Minute).Unix()})
+	keyed, _ := func() (string, error) {
+		tk := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "carol", "exp": now.Add(time.Hour).Unix()})
+		tk.Header["kid"] = "k-2026"
+		return tk.SignedString([]byte(testSecret))
+	}()
+	for _, tok := range []string{alice, bob, keyed} {
+		if s, c := get(tok); s != 200 {
+			t.Fatalf("before revocation: %d %s", s, c)
+		}
+	}
+	// The cache must not hide a revocation: each token above is cached now.
+	if _, _, err := store.Add(revocation.Entry{JTI: "a1", Issuer: "https://idp"}); err != nil {
+		t.Fatal(err)
+	}
+	before := now.Truncate(time.Second)
+	if _, _, err := store.Add(revocation.Entry{Subject: "bob", Before: &before}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Add(revocation.Entry{KeyID: "k-2026"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"jti": alice, "subject": bob, "key": keyed} {
+		if s, c := get(tok); s != 401 || c != "revoked" {
+			t.Errorf("%s revoked: got %d %s", name, s, c)
+		}
+	}
+	// A new token for bob, issued after the revocation, works.
+	fresh := sign(t, jwt.MapClaims{"sub": "bob", "iss": "https://idp", "iat": now.Add(2 * time.Second).Unix(), "nbf": now.Add(-time.Second).Unix()})
+	h.verifier = mustVerifierWithLeeway(t, h, 5*time.Second)
+	if s, c := get(fresh); s != 200 {
+		t.Errorf("bob's new token: %d %s", s, c)
+	}
+	// A store that cannot answer fails closed.
+	store.Close()
+	if s, c := get(fresh); s != 503 || c != "store_unavailable" {
+		t.Errorf("closed store: got %d %s", s, c)
+	}
+	h.app = testApp(nil)
+	if s, c := get(fresh); s != 503 || c != "store_unavailable" {
+		t.Errorf("no store: got %d %s", s, c)
+	}
+}
+
+// mustVerifierWithLeeway rebuilds h's verifier with a leeway, so a token
+// issued a moment in the future counts as issued now.
+func mustVerifierWithLeeway(t *testing.T, h *Handler, leeway time.Duration) *verifier.Verifier {
+	h.Leeway = caddy.Duration(leeway)
+	v, err := h.newVerifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

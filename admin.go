@@ -1,0 +1,294 @@
+package jwtguard
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/jwtguard/caddy-jwtguard/revocation"
+	"github.com/jwtguard/caddy-jwtguard/verifier"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves the revocation list on Caddy's admin endpoint:
+//
+//	POST   /jwtguard/revocations        one entry: 201 with the stored entry
+//	GET    /jwtguard/revocations        ?kind=&limit=&cursor=, oldest first
+//	GET    /jwtguard/revocations/<id>
+//	DELETE /jwtguard/revocations/<id>
+//
+// Caddy rebuilds admin modules on every config load and never cleans them
+// up, so this one holds no state: it finds the running app per request.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.jwtguard",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+const revocationsPath = "/jwtguard/revocations"
+
+// Routes returns the admin routes.
+func (a adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/jwtguard/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+// Limits on what the admin API accepts and returns.
+const (
+	maxBodyBytes = 64 << 10 // a token is at most 16 KiB
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	rest, ok := strings.CutPrefix(r.URL.Path, revocationsPath)
+	switch {
+	case !ok || (rest != "" && rest[0] != '/'):
+		return apiError(http.StatusNotFound, "no such path: %s", r.URL.Path)
+	case rest == "" || rest == "/":
+		switch r.Method {
+		case http.MethodPost:
+			return a.create(w, r)
+		case http.MethodGet:
+			return a.list(w, r)
+		}
+		return methodNotAllowed(w, "GET, POST")
+	}
+	id := rest[1:]
+	switch r.Method {
+	case http.MethodGet:
+		return a.get(w, id)
+	case http.MethodDelete:
+		return a.remove(w, id)
+	}
+	return methodNotAllowed(w, "GET, DELETE")
+}
+
+// revokeRequest is the body of POST /jwtguard/revocations. Pointers tell
+// an absent field from an empty one.
+type revokeRequest struct {
+	JTI       *string `json:"jti"`
+	Issuer    *string `json:"iss"`
+	Token     *string `json:"token"`
+	Subject   *string `json:"sub"`
+	Before    *string `json:"before"`
+	KeyID     *string `json:"kid"`
+	Reason    string  `json:"reason"`
+	ExpiresAt *string `json:"expires_at"`
+}
+
+func (a adminAPI) create(w http.ResponseWriter, r *http.Request) error {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return apiError(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
+	if err != nil {
+		return apiError(http.StatusBadRequest, "reading body: %v", err)
+	}
+	if len(body) > maxBodyBytes {
+		return apiError(http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxBodyBytes)
+	}
+	var req revokeRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return apiError(http.StatusBadRequest, "invalid JSON: %v", err)
+	}
+	if dec.More() {
+		return apiError(http.StatusBadRequest, "invalid JSON: more than one value in the body")
+	}
+	entry, err := req.entry(time.Now())
+	if err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	store, err := runningStore()
+	if err != nil {
+		return err
+	}
+	stored, created, err := store.Add(entry)
+	if errors.Is(err, revocation.ErrInvalid) {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "storing the revocation: %v", err)
+	}
+	status := http.StatusCreated
+	if !created {
+		status = http.StatusOK // the same entry was already stored
+	}
+	return writeJSON(w, status, stored)
+}
+
+// entry turns the request into a revocation entry; the store checks the
+// combinations of fields, this checks what only the API knows.
+func (req *revokeRequest) entry(now time.Time) (revocation.Entry, error) {
+	e := revocation.Entry{Reason: req.Reason}
+	fields := []struct {
+		name string
+		src  *string
+		dst  *string
+	}{{"jti", req.JTI, &e.JTI}, {"iss", req.Issuer, &e.Issuer}, {"sub", req.Subject, &e.Subject}, {"kid", req.KeyID, &e.KeyID}}
+	for _, f := range fields {
+		if f.src == nil {
+			continue
+		}
+		if *f.src == "" {
+			return e, fmt.Errorf("%s: must not be empty", f.name)
+		}
+		*f.dst = *f.src
+	}
+	var err error
+	if e.Before, err = parseTime("before", req.Before); err != nil {
+		return e, err
+	}
+	if e.ExpiresAt, err = parseTime("expires_at", req.ExpiresAt); err != nil {
+		return e, err
+	}
+	if req.Token != nil {
+		if req.JTI != nil || req.Issuer != nil || req.Subject != nil || req.Before != nil || req.KeyID != nil {
+			return e, errors.New("token: give the token alone, without jti, iss, sub, before or kid")
+		}
+		if req.ExpiresAt != nil {
+			return e, errors.New("expires_at: not allowed with token; the token's exp is used")
+		}
+		tok, err := verifier.Inspect(*req.Token)
+		if err != nil {
+			return e, fmt.Errorf("token: %v", err)
+		}
+		exp := tok.ExpiresAt()
+		if !exp.After(now) {
+			return e, fmt.Errorf("token: expired at %s, it cannot be used any more", exp.UTC().Format(time.RFC3339))
+		}
+		e.TokenID = tok.ID
+		e.ExpiresAt = &exp
+	}
+	return e, nil
+}
+
+func parseTime(name string, s *string) (*time.Time, error) {
+	if s == nil {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339, *s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %q is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)", name, *s)
+	}
+	return &t, nil
+}
+
+func (a adminAPI) list(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	kind := revocation.Kind(q.Get("kind"))
+	if kind != "" && !validKind(kind) {
+		return apiError(http.StatusBadRequest, "kind: %q is not one of jti, token, subject, key", kind)
+	}
+	limit := defaultLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			return apiError(http.StatusBadRequest, "limit: %q is not a number from 1 to %d", s, maxLimit)
+		}
+		limit = n
+	}
+	store, err := runningStore()
+	if err != nil {
+		return err
+	}
+	entries, next, err := store.List(kind, q.Get("cursor"), limit)
+	if errors.Is(err, revocation.ErrInvalid) {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "listing revocations: %v", err)
+	}
+	if entries == nil {
+		entries = []revocation.Entry{}
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Revocations []revocation.Entry `json:"revocations"`
+		NextCursor  string             `json:"next_cursor,omitempty"`
+	}{entries, next})
+}
+
+func (a adminAPI) get(w http.ResponseWriter, id string) error {
+	store, err := runningStore()
+	if err != nil {
+		return err
+	}
+	e, found, err := store.Get(id)
+	return entryResponse(w, id, e, found, err)
+}
+
+func (a adminAPI) remove(w http.ResponseWriter, id string) error {
+	store, err := runningStore()
+	if err != nil {
+		return err
+	}
+	e, found, err := store.Delete(id)
+	return entryResponse(w, id, e, found, err)
+}
+
+func entryResponse(w http.ResponseWriter, id string, e revocation.Entry, found bool, err error) error {
+	switch {
+	case err != nil:
+		return apiError(http.StatusInternalServerError, "revocation %s: %v", id, err)
+	case !found:
+		return apiError(http.StatusNotFound, "no revocation with id %q", id)
+	}
+	return writeJSON(w, http.StatusOK, e)
+}
+
+func validKind(k revocation.Kind) bool {
+	for _, known := range revocation.Kinds {
+		if k == known {
+			return true
+		}
+	}
+	return false
+}
+
+// runningStore finds the store of the running config.
+func runningStore() (*revocation.Store, error) {
+	app := current.Load()
+	if app == nil {
+		return nil, apiError(http.StatusServiceUnavailable, "no jwtguard app is running: no config uses jwtguard with revocation")
+	}
+	s, err := app.Store()
+	if err != nil {
+		return nil, apiError(http.StatusServiceUnavailable, "%v", err)
+	}
+	return s, nil
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) error {
+	w.Header().Set("Allow", allow)
+	return apiError(http.StatusMethodNotAllowed, "method not allowed; use %s", allow)
+}
+
+func apiError(status int, format string, args ...any) error {
+	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// Interface guard
+var _ caddy.AdminRouter = (*adminAPI)(nil)

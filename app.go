@@ -1,0 +1,217 @@
+package jwtguard
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/jwtguard/caddy-jwtguard/revocation"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+	httpcaddyfile.RegisterGlobalOption("jwtguard", parseGlobalOption)
+}
+
+// stores holds one open revocation store per directory, shared by every
+// config that uses it: Caddy starts a new config before it stops the old
+// one, and Badger allows one opener per directory.
+var stores = caddy.NewUsagePool()
+
+// current is the running config's app, for the admin API, which Caddy
+// rebuilds on every load and never cleans up.
+var current atomic.Pointer[App]
+
+// App owns jwtguard's revocation store: one Badger database per
+// directory, opened when the app starts (not in Provision, so that `caddy
+// validate` works beside a running server) and kept open across config
+// reloads.
+type App struct {
+	// Where the revocation list is stored. Default: the jwtguard folder
+	// in Caddy's data directory.
+	StorageDir string `json:"storage_dir,omitempty"`
+
+	dir    string
+	logger *zap.Logger
+	hold   *hold
+}
+
+// hold is this config's claim on a store in the pool.
+type hold struct {
+	mu       sync.Mutex
+	acquired bool
+	cleaned  bool
+	store    atomic.Pointer[revocation.Store]
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "jwtguard",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision resolves the storage directory; it opens nothing.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	dir := a.StorageDir
+	if dir == "" {
+		dir = filepath.Join(caddy.AppDataDir(), "jwtguard")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("storage_dir %s: %v", dir, err)
+	}
+	a.dir = abs
+	a.hold = new(hold)
+	register(ctx.GetMetricsRegistry(), revocationsCollector{a})
+	return nil
+}
+
+// Start opens the store, or takes the one a previous config left open.
+func (a *App) Start() error {
+	if _, err := a.Store(); err != nil {
+		return err
+	}
+	current.Store(a)
+	return nil
+}
+
+// Stop hands the admin API over to the next config; the store stays held
+// until Cleanup, since requests already in this config's handlers may
+// still be checking it.
+func (a *App) Stop() error {
+	current.CompareAndSwap(a, nil)
+	return nil
+}
+
+// Cleanup releases this config's hold on the store; the last holder closes
+// it. It also runs after a failed Provision or Start. The pointer stays:
+// requests still running in this config's handlers keep using the store
+// the next config holds open, and a closed store answers with an error,
+// which fails them closed.
+func (a *App) Cleanup() error {
+	h := a.hold
+	if h == nil { // Provision failed early
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cleaned = true
+	if !h.acquired {
+		return nil
+	}
+	h.acquired = false
+	_, err := stores.Delete(a.dir)
+	return err
+}
+
+// Store returns the open store, acquiring it on first use. Handlers of a
+// config that is starting may see requests before this app's Start has
+// run (Caddy starts apps in no fixed order), and must not fail those
+// requests during a reload.
+func (a *App) Store() (*revocation.Store, error) {
+	h := a.hold
+	if s := h.store.Load(); s != nil {
+		return s, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s := h.store.Load(); s != nil {
+		return s, nil
+	}
+	if h.cleaned {
+		return nil, errNoStore
+	}
+	val, _, err := stores.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
+		s, err := revocation.Open(a.dir, revocation.Options{Logger: a.logger.Named("store")})
+		if err != nil {
+			return nil, err
+		}
+		a.logger.Info("revocation store opened", zap.String("dir", a.dir))
+		return openStore{s}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening revocation store in %s: %w", a.dir, err)
+	}
+	s := val.(openStore).Store
+	h.acquired = true
+	h.store.Store(s)
+	return s, nil
+}
+
+// openStore lets the usage pool close the store when its last user goes.
+type openStore struct{ *revocation.Store }
+
+func (s openStore) Destruct() error { return s.Close() }
+
+// revocationsCollector reports caddy_jwtguard_revocations{kind}, the live
+// entries of the store, read when Prometheus scrapes.
+type revocationsCollector struct{ app *App }
+
+var revocationsDesc = prometheus.NewDesc("caddy_jwtguard_revocations",
+	"Live entries in the revocation list, by kind.", []string{"kind"}, nil)
+
+func (c revocationsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- revocationsDesc }
+
+func (c revocationsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.app.hold.store.Load()
+	if s == nil {
+		return
+	}
+	counts := s.Counts()
+	for _, k := range revocation.Kinds {
+		ch <- prometheus.MustNewConstMetric(revocationsDesc, prometheus.GaugeValue, float64(counts[k]), string(k))
+	}
+}
+
+// parseGlobalOption sets up the app from the global options block:
+//
+//	jwtguard {
+//		storage_dir <path>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	var app App
+	d.Next() // the option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "storage_dir":
+			if app.StorageDir != "" {
+				return nil, d.Err("storage_dir: repeated")
+			}
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			app.StorageDir = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		default:
+			return nil, d.Errf("unrecognized subdirective %s", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "jwtguard", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+var errNoStore = errors.New("the revocation list is closed: this config has been unloaded")
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

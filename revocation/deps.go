@@ -1,3 +1,0 @@
-package revocation
-
-import _ "github.com/dgraph-io/badger/v4"
