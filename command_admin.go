@@ -185,6 +185,9 @@ func adminCall(cmd *cobra.Command, method, uri string, body []byte) ([]byte, err
 	}
 	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, rd)
 	if err != nil {
+		if strings.Contains(err.Error(), "performing request") {
+			return nil, fmt.Errorf("%v (is Caddy running, with its admin API at %s? see --address)", err, addr)
+		}
 		return nil, apiMessage(err)
 	}
 	defer resp.Body.Close()
