@@ -281,34 +281,11 @@ func bulkWrite(db *badger.DB, n int, now time.Time) error {
 		val := encodeValue(&e)
 		r, _ := decodeValue(val)
 		id, _ := decodeID(e.ID)
-		if err := writeBatchSet(wb, &r, val, &id); err != nil {
+		if err := setAll(wb, &r, val, &id); err != nil {
 			return err
 		}
 	}
 	return wb.Flush()
-}
-
-// writeBatchSet mirrors setAll for a WriteBatch.
-func writeBatchSet(wb *badger.WriteBatch, r *record, val []byte, id *[idLen]byte) error {
-	var created [8]byte
-	binary.BigEndian.PutUint64(created[:], uint64(r.created))
-	for _, kv := range [][2][]byte{
-		{entryKey(r.created, id), val},
-		{idKey(id), created[:]},
-		{kindKey(kindCode(r.kind), r.created, id), nil},
-	} {
-		e := badger.NewEntry(kv[0], kv[1])
-		if r.expires != 0 {
-			e.ExpiresAt = uint64(r.expires)
-		}
-		if err := wb.SetEntry(e); err != nil {
-			return err
-		}
-	}
-	if r.expires != 0 {
-		return wb.Set(expiryKey(r.expires, id), val)
-	}
-	return nil
 }
 
 // BenchmarkOpen measures startup with 1,000,000 entries on disk: Badger's

@@ -543,7 +543,7 @@ func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
 // setAll writes every key of an entry. Badger's TTL is set as the absolute
 // expiry (what WithTTL computes from a duration), so Badger drops the keys
 // at exactly the second the index stops matching.
-func setAll(txn *badger.Txn, r *record, val []byte, id *[idLen]byte) error {
+func setAll(txn entrySetter, r *record, val []byte, id *[idLen]byte) error {
 	var created [8]byte
 	binary.BigEndian.PutUint64(created[:], uint64(r.created))
 	for _, kv := range [][2][]byte{
@@ -560,9 +560,14 @@ func setAll(txn *badger.Txn, r *record, val []byte, id *[idLen]byte) error {
 		}
 	}
 	if r.expires != 0 {
-		return txn.Set(expiryKey(r.expires, id), val)
+		return txn.SetEntry(badger.NewEntry(expiryKey(r.expires, id), val))
 	}
 	return nil
+}
+
+// entrySetter is a transaction or, for bulk loads, a write batch.
+type entrySetter interface {
+	SetEntry(*badger.Entry) error
 }
 
 // deleteAll deletes an entry's keys; the x/ key only with withExpiry (see

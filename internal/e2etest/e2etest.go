@@ -326,16 +326,11 @@ func Run(t testing.TB, bin string, args ...string) string {
 
 func runCLI(t testing.TB, bin string, env, args []string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("caddy %s: %v\nstderr: %s", strings.Join(args, " "), err, stderr.String())
+	res := tryCLI(t, bin, env, args)
+	if res.ExitCode != 0 {
+		t.Fatalf("caddy %s: exit status %d\nstderr: %s", strings.Join(args, " "), res.ExitCode, res.Stderr)
 	}
-	return strings.TrimSpace(stdout.String())
+	return res.Stdout
 }
 
 // logBuffer collects a process's output; the exec package writes to it
