@@ -116,7 +116,6 @@ type Handler struct {
 	sources  []verifier.Source
 	headers  []string // canonical names of the claim headers
 	logger   *zap.Logger
-	ctx      caddy.Context
 }
 
 // ClaimHeader writes a claim into a request header.
@@ -138,18 +137,12 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision loads the keys and builds the verifier.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.ctx = ctx
 	h.logger = ctx.Logger()
 	initMetrics(ctx.GetMetricsRegistry())
 
 	var err error
 	if h.verifier, err = h.newVerifier(); err != nil {
 		return err
-	}
-	// Fetching starts once the verifier exists: a key change flushes its
-	// cache of verified tokens.
-	for _, set := range h.keySets {
-		set.Start(ctx)
 	}
 	if !h.DisableRevocation && h.app == nil {
 		app, err := ctx.App("jwtguard")
@@ -164,6 +157,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	for _, ch := range h.ClaimHeaders {
 		h.headers = append(h.headers, http.CanonicalHeaderKey(ch.Header))
+	}
+	// Fetching starts once the verifier exists: a key change flushes its
+	// cache of verified tokens. Both stop with the config's context.
+	for _, set := range h.keySets {
+		set.Start(ctx)
 	}
 	go h.sweepCache(ctx)
 	return nil
@@ -329,7 +327,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			countResult(resultAnonymous)
 			return next.ServeHTTP(w, r)
 		}
-		return h.reject(w, repl, "", &verifier.Error{Code: verifier.CodeMissing, Reason: "no token"})
+		return h.reject(w, repl, "", errMissing)
 	}
 	tok, err := h.verifier.Verify(raw)
 	if err != nil {
@@ -353,6 +351,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 }
 
 var (
+	errMissing          = &verifier.Error{Code: verifier.CodeMissing, Reason: "no token"}
 	errRevoked          = &verifier.Error{Code: verifier.CodeRevoked, Reason: "token revoked"}
 	errStoreUnavailable = &verifier.Error{Code: verifier.CodeStoreUnavailable, Reason: "revocation list unavailable"}
 )
