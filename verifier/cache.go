@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Cache bounds. A cached token costs about twice its length plus its
@@ -17,13 +18,22 @@ const (
 
 // cache holds verified tokens by their exact text. Only tokens that passed
 // every check are put in; a lookup still re-checks the time-based claims.
-// When a shard is full it drops an arbitrary entry (Go's map iteration
-// order is random), preferring one that has expired: for a stream of
-// distinct tokens any policy does as well, and this one needs no list.
+//
+// A token is admitted on its second verification, not its first: the
+// doorkeeper remembers the hashes of recently verified tokens, so a stream
+// of tokens each sent once (scanners, one-shot clients, a flood) costs no
+// cache memory or evictions, while a client that reuses its token pays one
+// extra verification. When a shard is full it drops an arbitrary entry
+// (Go's map iteration order is random), preferring one that has expired.
 type cache struct {
 	seed   maphash.Seed
+	door   []atomic.Uint64
 	shards [cacheShards]cacheShard
 }
+
+// doorSlots is the doorkeeper's size: a token sent again within about this
+// many other first sights is admitted. 512 KiB.
+const doorSlots = 1 << 16
 
 type cacheShard struct {
 	mu         sync.RWMutex
@@ -40,7 +50,7 @@ func newCache(entries, bytes int) *cache {
 	if bytes <= 0 {
 		bytes = DefaultCacheBytes
 	}
-	c := &cache{seed: maphash.MakeSeed()}
+	c := &cache{seed: maphash.MakeSeed(), door: make([]atomic.Uint64, doorSlots)}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.m = make(map[string]*Token)
@@ -52,6 +62,18 @@ func newCache(entries, bytes int) *cache {
 
 func (c *cache) shard(token string) *cacheShard {
 	return &c.shards[maphash.String(c.seed, token)%cacheShards]
+}
+
+// seenBefore reports whether the token was verified recently, and
+// remembers it. Collisions only make a token wait one more sight.
+func (c *cache) seenBefore(token string) bool {
+	h := maphash.String(c.seed, token) | 1 // 0 marks an empty slot
+	slot := &c.door[(h>>4)%doorSlots]      // the low bits pick the shard
+	if slot.Load() == h {
+		return true
+	}
+	slot.Store(h)
+	return false
 }
 
 func (c *cache) get(token string) *Token {
@@ -68,6 +90,9 @@ func entrySize(token string, t *Token) int {
 }
 
 func (c *cache) put(token string, t *Token, now float64) {
+	if !c.seenBefore(token) {
+		return
+	}
 	size := entrySize(token, t)
 	s := c.shard(token)
 	if size > s.maxBytes {

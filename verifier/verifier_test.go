@@ -296,8 +296,10 @@ func TestCacheRechecksTime(t *testing.T) {
 	now := testNow
 	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, Now: func() time.Time { return now }})
 	tok := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "exp", testNow.Unix()+10))
-	if _, err := v.Verify(tok); err != nil {
-		t.Fatal(err)
+	for i := 0; i < 2; i++ { // admitted on the second sight
+		if _, err := v.Verify(tok); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if v.cache.len() != 1 {
 		t.Fatalf("cache holds %d tokens, want 1", v.cache.len())
@@ -308,6 +310,29 @@ func TestCacheRechecksTime(t *testing.T) {
 	}
 	if v.cache.len() != 0 {
 		t.Fatal("expired token still cached")
+	}
+}
+
+// TestCacheAdmitsOnSecondSight: tokens sent once never fill the cache.
+func TestCacheAdmitsOnSecondSight(t *testing.T) {
+	k := keys(t)
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}})
+	for i := 0; i < 500; i++ {
+		if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := v.cache.len(); n != 0 {
+		t.Fatalf("%d tokens sent once are cached", n)
+	}
+	tok := mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims())
+	v.Verify(tok)
+	if v.cache.get(tok) != nil {
+		t.Fatal("cached on first sight")
+	}
+	v.Verify(tok)
+	if v.cache.get(tok) == nil {
+		t.Fatal("not cached on second sight")
 	}
 }
 
@@ -329,8 +354,11 @@ func TestCacheBounded(t *testing.T) {
 	k := keys(t)
 	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, CacheEntries: 64, CacheBytes: 1 << 20})
 	for i := 0; i < 1000; i++ {
-		if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "n", i))); err != nil {
-			t.Fatal(err)
+		tok := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "n", i))
+		for j := 0; j < 2; j++ {
+			if _, err := v.Verify(tok); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if n := v.cache.len(); n > 64 || n == 0 {
@@ -339,8 +367,11 @@ func TestCacheBounded(t *testing.T) {
 	// byte bound: big tokens
 	v = newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, CacheBytes: 64 << 10})
 	for i := 0; i < 200; i++ {
-		if _, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "pad", strings.Repeat("x", 4000), "n", i))); err != nil {
-			t.Fatal(err)
+		tok := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "pad", strings.Repeat("x", 4000), "n", i))
+		for j := 0; j < 2; j++ {
+			if _, err := v.Verify(tok); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	total := 0
@@ -363,7 +394,7 @@ func TestSweepDropsExpired(t *testing.T) {
 	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, Now: func() time.Time { return now }})
 	short := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "exp", testNow.Unix()+5))
 	long := mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims())
-	for _, tok := range []string{short, long} {
+	for _, tok := range []string{short, long, short, long} {
 		if _, err := v.Verify(tok); err != nil {
 			t.Fatal(err)
 		}
