@@ -5,7 +5,7 @@ GO       ?= go
 CADDY    := bin/caddy
 FUZZTIME ?= 10s
 
-.PHONY: build run test unit race fuzz bench clean
+.PHONY: build run test unit race fuzz bench gobench clean
 
 build:
 	$(GO) build -o $(CADDY) ./cmd/caddy
@@ -36,7 +36,14 @@ fuzz:
 	$(FUZZ) -fuzz '^FuzzJSON$$' ./verifier/
 	$(FUZZ) -fuzz '^FuzzCaddyfile$$' .
 
+# The end-to-end benchmark against bare Caddy (bench/run.sh; installs wrk if
+# missing). Knobs: DURATION (10s), ROUNDS (3), CONNECTIONS (16); a quick
+# look: DURATION=2s ROUNDS=1 make bench
 bench:
+	GO=$(GO) bench/run.sh
+
+# The Go micro-benchmarks.
+gobench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:

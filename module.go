@@ -337,9 +337,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.reject(w, repl, raw, e)
 	}
 
+	// One backing array for every claim header; each gets a slice of
+	// capacity one, so a later append elsewhere copies instead of writing
+	// into its neighbour.
+	values := make([]string, len(h.headers))
 	for i, name := range h.headers {
 		if v, ok := tok.HeaderClaim(i); ok {
-			r.Header[name] = []string{v}
+			values[i] = v
+			r.Header[name] = values[i : i+1 : i+1]
 		}
 	}
 	if h.StripToken {

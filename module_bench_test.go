@@ -4,12 +4,16 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
 // BenchmarkServeHTTP measures the handler with a cached token and three
@@ -41,5 +45,37 @@ func BenchmarkServeHTTP(b *testing.B) {
 	b.Run("baseline", func(b *testing.B) { run(b, next.ServeHTTP) })
 	b.Run("jwtguard", func(b *testing.B) {
 		run(b, func(w http.ResponseWriter, r *http.Request) error { return h.ServeHTTP(w, r, next) })
+	})
+	// distinct: every request carries a token never seen before (minted
+	// beforehand), so parsing, the signature and rendering are paid each
+	// time; revocation is on, with a store in a temporary directory.
+	b.Run("jwtguard-distinct", func(b *testing.B) {
+		store, err := revocation.Open(b.TempDir(), revocation.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		hd := newHandler(b, `jwtguard {
+			secret `+testSecret+`
+			claim_header sub X-User-Id
+			claim_header email X-User-Email
+			claim_header roles X-User-Roles
+		}`, store)
+		const n = 1 << 14
+		tokens := make([]string, n)
+		for i := range tokens {
+			tokens[i] = sign(b, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": strconv.Itoa(i),
+				"email": "a@example.com", "roles": []string{"a", "b"}, "iat": time.Now().Unix()})
+		}
+		w := httptest.NewRecorder()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			r := &http.Request{Method: "GET", Header: http.Header{"Authorization": {"Bearer " + tokens[i%n]}}}
+			r = r.WithContext(context.WithValue(context.Background(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+			if err := hd.ServeHTTP(w, r, next); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }

@@ -361,16 +361,22 @@ func jsonKind(raw string) byte {
 // arrayElements returns the raw elements of a validated JSON array.
 func arrayElements(raw string) []string {
 	var out []string
+	forEachElement(raw, func(e string) { out = append(out, e) })
+	return out
+}
+
+// forEachElement calls fn with each raw element of a validated JSON array.
+func forEachElement(raw string, fn func(string)) {
 	i := skipSpace(raw, 1)
 	if raw[i] == ']' {
-		return out
+		return
 	}
 	for {
 		end, _ := skipValue(raw, i, 0)
-		out = append(out, raw[i:end])
+		fn(raw[i:end])
 		i = skipSpace(raw, end)
 		if raw[i] == ']' {
-			return out
+			return
 		}
 		i = skipSpace(raw, i+1)
 	}

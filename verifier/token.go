@@ -26,9 +26,13 @@ type Token struct {
 	hasExp, hasNbf, hasIat bool
 	hasJTI                 bool
 
-	claims    []member // top level, in token order
-	headers   []string // rendered Config.HeaderClaims
-	headerSet []bool
+	claims  []member      // top level, in token order
+	headers []headerClaim // rendered Config.HeaderClaims
+}
+
+type headerClaim struct {
+	value string
+	set   bool
 }
 
 // ExpiresAt returns the exp claim.
@@ -51,7 +55,7 @@ func (t *Token) HeaderClaim(i int) (string, bool) {
 	if i >= len(t.headers) {
 		return "", false
 	}
-	return t.headers[i], t.headerSet[i]
+	return t.headers[i].value, t.headers[i].set
 }
 
 // Claim returns the rendered value of a top-level claim, or of a dot path
@@ -113,14 +117,20 @@ func render(raw string) string {
 	case 'n':
 		return renderNumber(raw)
 	case 'a':
-		elems := arrayElements(raw)
-		parts := make([]string, 0, len(elems))
-		for _, e := range elems {
-			if e != "null" {
-				parts = append(parts, render(e))
+		// One builder for the whole array: roles and groups claims are
+		// rendered on the first sight of every token.
+		var b strings.Builder
+		b.Grow(len(raw))
+		forEachElement(raw, func(e string) {
+			if e == "null" {
+				return
 			}
-		}
-		return strings.Join(parts, ", ")
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(render(e))
+		})
+		return b.String()
 	case 'o':
 		return compact(raw)
 	}

@@ -199,8 +199,7 @@ func (v *Verifier) verify(token string, now time.Time) (*Token, error) {
 		}
 	}
 	if len(v.cfg.HeaderClaims) > 0 {
-		t.headers = make([]string, len(v.cfg.HeaderClaims))
-		t.headerSet = make([]bool, len(v.cfg.HeaderClaims))
+		t.headers = make([]headerClaim, len(v.cfg.HeaderClaims))
 		for i, path := range v.cfg.HeaderClaims {
 			val, ok := t.lookupPath(path)
 			if !ok {
@@ -209,7 +208,7 @@ func (v *Verifier) verify(token string, now time.Time) (*Token, error) {
 			if hasControlChar(val) {
 				return nil, errControlChar
 			}
-			t.headers[i], t.headerSet[i] = val, true
+			t.headers[i] = headerClaim{val, true}
 		}
 	}
 	if err := v.checkTimes(t, now); err != nil {

@@ -1,0 +1,286 @@
+// Command report turns the per-round results of bench/run.sh into the
+// benchmark's table: for each configuration the median over rounds of req/s,
+// p99 latency and RSS after the load, and the median of the per-round ratios
+// of its req/s to bare Caddy's in the same round, against issue 5's targets.
+// Beside them, Caddy's CPU time per request and the ratio of bare Caddy's to
+// it (the same ratio, measured in CPU time instead of wall time, so that a
+// noisy neighbour moves it less), and the noise: the share of Caddy's CPU
+// that went to the hypervisor or to other processes during the run.
+//
+//	report results.tsv
+//
+// It exits 1 when a run had errors or ran out of tokens (the numbers are then
+// not to be trusted), after printing the table.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// targets are issue 5's minimum ratios of req/s to bare Caddy.
+var targets = map[string]float64{
+	"hs256-distinct": 0.80,
+	"rs256-distinct": 0.40,
+	"eddsa-distinct": 0.32,
+	"es256-distinct": 0.27,
+}
+
+const (
+	cachedTarget = 0.90
+	rssTargetMiB = 30
+	// A run is noisy when more of Caddy's CPU than this (percent) went to
+	// the hypervisor or to other processes.
+	noisyPct = 5
+)
+
+type run struct {
+	round int
+	f     map[string]string
+}
+
+func (r run) num(col string) float64 {
+	v, err := strconv.ParseFloat(r.f[col], 64)
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// cpuPerReq is Caddy's CPU time per request, in microseconds: unlike
+// req/s, it does not drop when the CPU is taken away from Caddy.
+func (r run) cpuPerReq() float64 {
+	n := r.num("requests")
+	if n == 0 {
+		return 0
+	}
+	return r.num("caddy_cpu_ms") * 1000 / n
+}
+
+// noise is the share of Caddy's CPU, in percent, that went elsewhere.
+func (r run) noise() float64 {
+	return r.num("steal_caddy_pct") + r.num("others_caddy_pct")
+}
+
+func (r run) bad() string {
+	var why []string
+	if n := r.num("err_status"); n > 0 {
+		why = append(why, fmt.Sprintf("%.0f non-2xx", n))
+	}
+	if n := r.num("err_connect") + r.num("err_read") + r.num("err_write") + r.num("err_timeout"); n > 0 {
+		why = append(why, fmt.Sprintf("%.0f socket errors", n))
+	}
+	if r.num("exhausted") > 0 {
+		why = append(why, "ran out of tokens")
+	}
+	return strings.Join(why, ", ")
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: report results.tsv")
+		os.Exit(2)
+	}
+	f, err := os.Open(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(2)
+	}
+	runs, order, err := read(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(2)
+	}
+	if !writeTable(os.Stdout, runs, order) {
+		os.Exit(1)
+	}
+}
+
+// read parses the tab-separated results: a header line, then one line per
+// run. It returns the runs by configuration and the configurations in the
+// order they first appear.
+func read(r io.Reader) (map[string][]run, []string, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	var cols []string
+	runs := map[string][]run{}
+	var order []string
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), "\t")
+		if cols == nil {
+			cols = fields
+			continue
+		}
+		if len(fields) != len(cols) {
+			return nil, nil, fmt.Errorf("line with %d fields, header has %d", len(fields), len(cols))
+		}
+		x := run{f: map[string]string{}}
+		for i, c := range cols {
+			x.f[c] = fields[i]
+		}
+		x.round, _ = strconv.Atoi(x.f["round"])
+		name := x.f["config"]
+		if _, ok := runs[name]; !ok {
+			order = append(order, name)
+		}
+		runs[name] = append(runs[name], x)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, err
+	}
+	if runs["bare"] == nil {
+		return nil, nil, errors.New("no bare runs")
+	}
+	return runs, order, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// writeTable writes the table and reports whether every run was clean.
+func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
+	bare := map[int]run{}
+	for _, r := range runs["bare"] {
+		if r.bad() == "" {
+			bare[r.round] = r
+		}
+	}
+	header := []string{"configuration", "req/s", "p99", "RSS", "ratio to bare", "range", "target", "met?",
+		"CPU/req", "CPU ratio", "met?", "RSS − bare", "≤ 30 MiB?", "noise"}
+	right := []bool{false, true, true, true, true, false, true, false, true, true, false, true, false, true}
+	var rows [][]string
+	var problems []string
+	met, missed, noisy, total := 0, 0, 0, 0
+	for _, name := range order {
+		var rps, p99, rss, cpu, ratios, cpuRatios, deltas, noise []float64
+		for _, r := range runs[name] {
+			if why := r.bad(); why != "" {
+				problems = append(problems, fmt.Sprintf("%s, round %d: %s", name, r.round, why))
+				continue
+			}
+			total++
+			n := r.noise()
+			if n > noisyPct {
+				noisy++
+			}
+			rps = append(rps, r.num("rps"))
+			p99 = append(p99, r.num("p99_us"))
+			rss = append(rss, r.num("rss_kib"))
+			cpu = append(cpu, r.cpuPerReq())
+			noise = append(noise, n)
+			if b, ok := bare[r.round]; ok {
+				ratios = append(ratios, r.num("rps")/b.num("rps"))
+				cpuRatios = append(cpuRatios, b.cpuPerReq()/r.cpuPerReq())
+				deltas = append(deltas, r.num("rss_kib")-b.num("rss_kib"))
+			}
+		}
+		row := make([]string, len(header))
+		row[0] = name
+		if len(rps) > 0 {
+			row[1] = fmt.Sprintf("%.0f", median(rps))
+			row[2] = fmt.Sprintf("%.2f ms", median(p99)/1000)
+			row[3] = fmt.Sprintf("%.1f MiB", median(rss)/1024)
+			row[8] = fmt.Sprintf("%.1f µs", median(cpu))
+			row[13] = fmt.Sprintf("%.0f%%", median(noise))
+		} else {
+			row[1] = "no clean run"
+		}
+		if name == "bare" {
+			row[4], row[9] = "1.00", "1.00"
+		} else if len(ratios) > 0 {
+			ratio, cpuRatio := median(ratios), median(cpuRatios)
+			row[4] = fmt.Sprintf("%.2f", ratio)
+			row[5] = fmt.Sprintf("%.2f–%.2f", slices.Min(ratios), slices.Max(ratios))
+			row[9] = fmt.Sprintf("%.2f", cpuRatio)
+			target, ok := targets[name]
+			if strings.HasSuffix(name, "-cached") {
+				target, ok = cachedTarget, true
+			}
+			if ok {
+				row[6] = fmt.Sprintf("≥ %.2f", target)
+				row[7] = mark(ratio >= target, &met, &missed)
+				row[10] = mark(cpuRatio >= target, nil, nil)
+			}
+			delta := median(deltas) / 1024
+			row[11] = fmt.Sprintf("%+.1f MiB", delta)
+			row[12] = mark(delta <= rssTargetMiB, &met, &missed)
+		}
+		rows = append(rows, row)
+	}
+
+	widths := make([]int, len(header))
+	for _, r := range append([][]string{header}, rows...) {
+		for i, c := range r {
+			widths[i] = max(widths[i], len([]rune(c)))
+		}
+	}
+	line := func(cells []string) {
+		var b strings.Builder
+		b.WriteString("|")
+		for i, c := range cells {
+			pad := strings.Repeat(" ", widths[i]-len([]rune(c)))
+			if right[i] {
+				b.WriteString(" " + pad + c + " |")
+			} else {
+				b.WriteString(" " + c + pad + " |")
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
+	line(header)
+	sep := make([]string, len(header))
+	for i := range sep {
+		sep[i] = strings.Repeat("-", widths[i])
+		if right[i] {
+			sep[i] = sep[i][1:] + ":"
+		}
+	}
+	line(sep)
+	for _, r := range rows {
+		line(r)
+	}
+	fmt.Fprintf(w, "\ntargets met: %d, missed: %d (req/s ratios and RSS)\n", met, missed)
+	if noisy > 0 {
+		fmt.Fprintf(w, "noise: in %d of %d runs more than %d%% of Caddy's CPU went to the hypervisor (steal) or other processes; "+
+			"their req/s understate, and the CPU ratio is the steadier measure\n", noisy, total, noisyPct)
+	}
+	if len(problems) > 0 {
+		fmt.Fprintln(w, "\n!!! RUNS LEFT OUT OF THE TABLE: the benchmark is wrong for these:")
+		for _, p := range problems {
+			fmt.Fprintln(w, "!!!   "+p)
+		}
+		return false
+	}
+	return true
+}
+
+// mark returns "met" or "MISSED", counting it when met and missed are
+// given.
+func mark(ok bool, met, missed *int) string {
+	if ok {
+		if met != nil {
+			*met++
+		}
+		return "met"
+	}
+	if missed != nil {
+		*missed++
+	}
+	return "MISSED"
+}

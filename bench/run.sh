@@ -1,0 +1,585 @@
+#!/usr/bin/env bash
+# jwtguard's end-to-end benchmark (issue 5), run by `make bench`.
+#
+# Measures, on 127.0.0.1 only, bare Caddy (a route that only responds) and
+# jwtguard in front of the same route with HS256, RS256, ES256 and EdDSA keys,
+# revocation on with 10,000 entries in the store and three claim headers. Each
+# key type runs two workloads: one token sent again and again (cached), and a
+# stream of distinct valid tokens minted beforehand, none sent twice in a run
+# (distinct), so the first-sight path gets no help from the cache.
+#
+# Caddy runs with GOMAXPROCS=1 on CPU 0 and wrk on CPU 1. Every run is a fresh
+# Caddy process (so its cache starts empty and its RSS is its own), warmed up
+# with the cached request before it is measured. The configurations are
+# interleaved over ROUNDS rounds (bare, hs256-cached, hs256-distinct, ...), and
+# each is compared with bare Caddy of the same round. The table goes to stdout
+# and, with the raw per-round results and Caddy's logs, to bench/out/<time>/.
+# Beside req/s the table shows Caddy's CPU time per request, and how much of
+# Caddy's CPU the hypervisor or other processes took during each run: on a
+# shared machine that noise moves req/s, and CPU time per request less.
+#
+# Needs go, curl and taskset; installs wrk from Debian's packages if missing
+# (as root). Caddy inherits the environment, so e.g. GOGC=200 make bench
+# reaches it.
+#
+# Knobs (environment):
+#   DURATION     length of each measured run, as wrk takes it (10s)
+#   ROUNDS       rounds of every configuration (3)
+#   CONNECTIONS  wrk connections (16)
+#   THREADS      wrk threads (1)
+#   WARMUP       warm-up before each run (2s; 1s when DURATION is under 5s)
+#   ALGS         key types to measure ("hs256 rs256 es256 eddsa")
+#   REVOCATIONS  entries seeded into the revocation store (10000)
+#   PORT         first of the three local ports used: PORT (measured site),
+#                PORT+1 (a check site on the same config), PORT+2 (admin) (18480)
+#   GO           the go command (go)
+#   SAFETY       distinct tokens minted over the most a run could use (1.3)
+#
+# A quick look: DURATION=2s ROUNDS=1 make bench
+
+set -euo pipefail
+export LC_ALL=C
+
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-16}
+THREADS=${THREADS:-1}
+ALGS=${ALGS:-hs256 rs256 es256 eddsa}
+REVOCATIONS=${REVOCATIONS:-10000}
+PORT=${PORT:-18480}
+GO=${GO:-go}
+CHECK_PORT=$((PORT + 1))
+ADMIN_PORT=$((PORT + 2))
+# Distinct tokens minted per run: the most requests the run could send,
+# times this (a run that runs out anyway is repeated with twice the tokens).
+SAFETY=${SAFETY:-1.3}
+HOST=127.0.0.1
+
+# Never reach past this machine, whatever the environment says.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+BENCH=$ROOT/bench
+
+# Messages go to the stderr the script started with, even from a trap that
+# runs while a command's output is redirected.
+exec 7>&2
+say() { printf '%s\n' "$*" >&7; }
+die() {
+	say "bench: $*"
+	exit 1
+}
+loud() {
+	say ""
+	say "!!! $*"
+	say ""
+}
+
+# seconds converts a wrk duration (10, 10s, 2m, 1h) to seconds.
+seconds() {
+	local d=$1
+	case $d in
+	*[0-9]) echo "$d" ;;
+	*s) echo "${d%s}" ;;
+	*m) echo $((${d%m} * 60)) ;;
+	*h) echo $((${d%h} * 3600)) ;;
+	*) die "cannot read the duration '$d' (want e.g. 10s, 2m)" ;;
+	esac
+}
+DUR_S=$(seconds "$DURATION")
+[[ $DUR_S =~ ^[0-9]+$ && $DUR_S -ge 1 ]] || die "DURATION must be a whole number of seconds, 1 or more (got '$DURATION')"
+if [[ -z ${WARMUP:-} ]]; then
+	WARMUP=2s
+	((DUR_S >= 5)) || WARMUP=1s
+fi
+seconds "$WARMUP" >/dev/null
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "ROUNDS must be 1 or more"
+[[ $CONNECTIONS =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ && $THREADS -ge 1 && $CONNECTIONS -ge $THREADS ]] ||
+	die "CONNECTIONS and THREADS must be numbers, CONNECTIONS >= THREADS"
+for alg in $ALGS; do
+	case $alg in hs256 | rs256 | es256 | eddsa) ;; *) die "ALGS: unknown key type '$alg'" ;; esac
+done
+
+# --- processes, and their end -------------------------------------------------
+
+CADDY_PID=""
+CHILD_PID=""
+WORK=""
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [[ -n $CHILD_PID ]]; then
+		kill "$CHILD_PID" 2>/dev/null || true
+		wait "$CHILD_PID" 2>/dev/null || true
+	fi
+	stop_caddy
+	if [[ -n $WORK && -d $WORK ]]; then
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "bench: interrupted"; exit 130' INT
+trap 'say "bench: terminated"; exit 143' TERM
+
+# run [-o FILE] CMD...: runs a command in the background (its output to FILE)
+# and waits for it, so that a signal reaches the traps at once and cleanup
+# can end the command.
+run() {
+	if [[ $1 == -o ]]; then
+		local out=$2
+		shift 2
+		"$@" >"$out" &
+	else
+		"$@" &
+	fi
+	CHILD_PID=$!
+	local rc=0
+	wait "$CHILD_PID" || rc=$?
+	CHILD_PID=""
+	return "$rc"
+}
+
+stop_caddy() {
+	[[ -n $CADDY_PID ]] || return 0
+	local pid=$CADDY_PID i
+	CADDY_PID=""
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# --- tools ----------------------------------------------------------------------
+
+command -v "$GO" >/dev/null || die "no go command ($GO)"
+command -v curl >/dev/null || die "curl is needed"
+if ! command -v wrk >/dev/null; then
+	say "bench: wrk is missing; installing it from Debian's packages"
+	if [[ $(id -u) -ne 0 ]]; then
+		die "wrk is missing and this is not root: install it (apt-get install wrk) and run again"
+	fi
+	command -v apt-get >/dev/null || die "wrk is missing and there is no apt-get: install wrk and run again"
+	apt-get update -qq || die "apt-get update failed; install wrk and run again"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || die "apt-get install wrk failed; install it and run again"
+	command -v wrk >/dev/null || die "wrk is still missing after apt-get install"
+fi
+
+for p in "$PORT" "$CHECK_PORT" "$ADMIN_PORT"; do
+	if (exec 3<>"/dev/tcp/$HOST/$p") 2>/dev/null; then
+		die "port $p on $HOST is in use; set PORT to another base port"
+	fi
+done
+
+# CPU pinning: Caddy on CPU 0, wrk on CPU 1.
+PINNED=yes
+PIN_CADDY=(taskset -c 0)
+PIN_WRK=(taskset -c 1)
+CPU_CADDY=cpu0
+CPU_WRK=cpu1
+if ! command -v taskset >/dev/null || ! taskset -c 0 true 2>/dev/null || ! taskset -c 1 true 2>/dev/null; then
+	PINNED=no
+	PIN_CADDY=()
+	PIN_WRK=()
+	CPU_CADDY=cpu
+	CPU_WRK=cpu
+	loud "CPU PINNING IS NOT POSSIBLE HERE (taskset missing or CPUs 0 and 1 not both available): Caddy and wrk share the CPUs, and the numbers say less"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/jwtguard-bench.XXXXXX")
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$BENCH/out/$STAMP
+mkdir -p "$OUT/logs" "$WORK/home"
+RESULTS=$OUT/results.tsv
+T0=$SECONDS
+
+say "bench: building ./cmd/caddy and the benchmark's helpers"
+run "$GO" build -o "$WORK/caddy" ./cmd/caddy || die "go build ./cmd/caddy failed"
+run "$GO" build -o "$WORK/mint" ./bench/mint || die "go build ./bench/mint failed"
+run "$GO" build -o "$WORK/report" ./bench/report || die "go build ./bench/report failed"
+MINT=$WORK/mint
+
+{
+	echo "date: $STAMP"
+	echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) files changed or new)"
+	echo "go: $("$GO" version)"
+	echo "wrk: $(wrk -v 2>&1 | head -1)"
+	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) usable"
+	echo "pinned: $PINNED"
+	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "knobs: DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP REVOCATIONS=$REVOCATIONS ALGS='$ALGS'"
+} >"$OUT/meta.txt"
+
+# --- keys, store, configurations -------------------------------------------------
+
+say "bench: keys, and $REVOCATIONS revocations in the store"
+run "$MINT" keys "$WORK/keys"
+# probe-0 is revoked: the check that revocation is on and reads this store.
+run -o "$WORK/seed.txt" "$MINT" seed -dir "$WORK/store" -n "$REVOCATIONS" -revoke-jti probe-0
+tee -a "$OUT/meta.txt" <"$WORK/seed.txt" >&7
+
+declare -A CACHED PROBE
+for alg in hs256 $ALGS; do
+	CACHED[$alg]=$("$MINT" tokens -keys "$WORK/keys" -alg "$alg" -prefix cached -n 1)
+	PROBE[$alg]=$("$MINT" tokens -keys "$WORK/keys" -alg "$alg" -prefix probe -n 1)
+done
+CHECK_BODY="user-cached-0|user0@cached.example.com|reader, writer, billing"
+
+global_options() {
+	cat <<EOF
+{
+	admin $HOST:$ADMIN_PORT
+	auto_https off
+	persist_config off
+EOF
+}
+
+# The bare configuration: a route that only responds, and the same on the
+# check port, as the guarded configurations have.
+{
+	global_options
+	cat <<EOF
+}
+
+http://:$PORT {
+	bind $HOST
+	respond "ok" 200
+}
+
+http://:$CHECK_PORT {
+	bind $HOST
+	respond "ok" 200
+}
+EOF
+} >"$WORK/bare.caddyfile"
+
+# A guarded configuration: the same route behind jwtguard, and a check site
+# with the same guard whose response shows the claim headers.
+for alg in $ALGS; do
+	if [[ $alg == hs256 ]]; then
+		key="secret base64:$(cat "$WORK/keys/hs256.key")"
+	else
+		key="public_key $WORK/keys/$alg.pub"
+	fi
+	{
+		global_options
+		cat <<EOF
+	jwtguard {
+		storage_dir $WORK/store
+	}
+}
+
+(guard) {
+	jwtguard {
+		$key
+		claim_header sub X-User-Id
+		claim_header email X-User-Email
+		claim_header roles X-User-Roles
+	}
+}
+
+http://:$PORT {
+	bind $HOST
+	import guard
+	respond "ok" 200
+}
+
+http://:$CHECK_PORT {
+	bind $HOST
+	import guard
+	respond "{http.request.header.X-User-Id}|{http.request.header.X-User-Email}|{http.request.header.X-User-Roles}" 200
+}
+EOF
+	} >"$WORK/$alg.caddyfile"
+	env HOME="$WORK/home" XDG_DATA_HOME="$WORK/home/data" XDG_CONFIG_HOME="$WORK/home/config" \
+		"$WORK/caddy" validate --config "$WORK/$alg.caddyfile" --adapter caddyfile >"$OUT/logs/validate-$alg.log" 2>&1 ||
+		die "the $alg configuration does not validate; see $OUT/logs/validate-$alg.log"
+done
+cp "$WORK"/*.caddyfile "$OUT/"
+
+# --- running Caddy and wrk ----------------------------------------------------------
+
+# start_caddy CONF LOG starts Caddy, pinned, and waits until it answers.
+start_caddy() {
+	local conf=$1 log=$2 i
+	env HOME="$WORK/home" XDG_DATA_HOME="$WORK/home/data" XDG_CONFIG_HOME="$WORK/home/config" GOMAXPROCS=1 \
+		"${PIN_CADDY[@]}" "$WORK/caddy" run --config "$WORK/$conf.caddyfile" --adapter caddyfile >"$log" 2>&1 &
+	CADDY_PID=$!
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$CADDY_PID" 2>/dev/null || die "Caddy ($conf) exited at start; see $log"
+		if [[ $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 1 "http://$HOST:$CHECK_PORT/") != 000 ]]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "Caddy ($conf) did not answer within 20 s; see $log"
+}
+
+# fetch PORT TOKEN: prints "<status> <body>"; the response headers go to
+# $WORK/headers.
+fetch() {
+	local port=$1 tok=${2:-} auth=()
+	[[ -n $tok ]] && auth=(-H "Authorization: Bearer $tok")
+	local code
+	code=$(curl -sS --noproxy '*' --max-time 5 -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' "${auth[@]}" "http://$HOST:$port/") || true
+	printf '%s %s' "$code" "$(cat "$WORK/body" 2>/dev/null)"
+}
+
+# check_guard ALG TOKENFILE LOG: a guarded Caddy must accept good tokens, set
+# the claim headers, refuse the revoked probe and have the whole store.
+check_guard() {
+	local alg=$1 file=${2:-} log=$3 got
+	got=$(fetch "$CHECK_PORT" "${CACHED[$alg]}")
+	[[ $got == "200 $CHECK_BODY" ]] || die "$alg: the cached token got '$got', want '200 $CHECK_BODY'"
+	got=$(fetch "$PORT" "${CACHED[$alg]}")
+	[[ $got == "200 ok" ]] || die "$alg: the cached token got '$got' on the measured site, want '200 ok'"
+	got=$(fetch "$CHECK_PORT" "${PROBE[$alg]}")
+	if [[ ${got%% *} != 401 ]] || ! grep -qi 'revoked' "$WORK/headers"; then
+		die "$alg: the revoked probe token got '$got' ($(grep -i www-auth "$WORK/headers" | tr -d '\r')): is revocation on?"
+	fi
+	got=$(fetch "$CHECK_PORT")
+	[[ ${got%% *} == 401 ]] || die "$alg: a request without a token got '$got', want 401"
+	if [[ -n $file ]]; then
+		for tok in "$(head -n 1 "$file")" "$(tail -n 1 "$file")"; do
+			got=$(fetch "$CHECK_PORT" "$tok")
+			[[ $got == 200\ user-bench-* ]] || die "$alg: a token from the distinct file got '$got'"
+		done
+	fi
+	local entries
+	entries=$(grep -o '"msg":"revocation list loaded".*"entries":[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1 || true)
+	if [[ -z $entries ]]; then
+		say "bench: warning: Caddy's log has no 'revocation list loaded' line; cannot check the store's size"
+	elif ((entries != REVOCATIONS + 1)); then
+		die "$alg: the store holds $entries entries, want $((REVOCATIONS + 1))"
+	fi
+}
+
+# cpu_ticks CPU: the work, steal and idle ticks of one /proc/stat line.
+cpu_ticks() {
+	awk -v c="$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $9, $5 + $6 }' /proc/stat
+}
+# proc_ticks PID: user + system ticks of a process, all its threads.
+proc_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+now_ms() { date +%s%3N; }
+HZ=$(getconf CLK_TCK)
+
+# wrk_run OUTFILE DURATION SCRIPT [ARGS...] (with WRK_AUTH set for the
+# static request)
+wrk_run() {
+	local out=$1 d=$2 script=$3
+	shift 3
+	local hdr=()
+	[[ -n ${WRK_AUTH:-} ]] && hdr=(-H "Authorization: Bearer $WRK_AUTH")
+	run -o "$out" "${PIN_WRK[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$d" --latency "${hdr[@]}" -s "$script" \
+		"http://$HOST:$PORT/" "$@"
+}
+
+# load OUTFILE DURATION SCRIPT [ARGS...]: the measured wrk run against the
+# running Caddy. Sets L (an associative array): wrk's BENCH line's fields,
+# and, over the run, Caddy's CPU time (caddy_cpu_ms), its share of the wall
+# time (caddy_cpu_pct), the share of Caddy's CPU stolen by the hypervisor
+# (steal_caddy_pct) or used by other processes (others_caddy_pct), and
+# the steal on wrk's CPU (steal_wrk_pct).
+declare -A L
+load() {
+	local out=$1 c0 w0 p0 t0 c1 w1 p1 t1
+	c0=$(cpu_ticks "$CPU_CADDY")
+	w0=$(cpu_ticks "$CPU_WRK")
+	p0=$(proc_ticks "$CADDY_PID")
+	t0=$(now_ms)
+	wrk_run "$@" || die "wrk failed; see $out"
+	t1=$(now_ms)
+	kill -0 "$CADDY_PID" 2>/dev/null || die "Caddy exited during the run; see its log in $OUT/logs/"
+	p1=$(proc_ticks "$CADDY_PID")
+	c1=$(cpu_ticks "$CPU_CADDY")
+	w1=$(cpu_ticks "$CPU_WRK")
+	L=()
+	local line kv kvs
+	line=$(grep '^BENCH ' "$out") || die "no results from wrk; see $out"
+	read -ra kvs <<<"${line#BENCH }"
+	for kv in "${kvs[@]}"; do
+		L[${kv%%=*}]=${kv#*=}
+	done
+	L[caddy_cpu_ms]=$(((p1 - p0) * 1000 / HZ))
+	L[caddy_cpu_pct]=$((L[caddy_cpu_ms] * 100 / (t1 - t0)))
+	local shares
+	# With Caddy alone on its CPU, others = that CPU's work minus Caddy's.
+	shares=$(awk -v a="$c0" -v b="$c1" -v w0="$w0" -v w1="$w1" -v caddy=$((p1 - p0)) -v pinned="$PINNED" 'BEGIN {
+		split(a, x, " "); split(b, y, " "); split(w0, u, " "); split(w1, v, " ")
+		total = (y[1] - x[1]) + (y[2] - x[2]) + (y[3] - x[3])
+		wtotal = (v[1] - u[1]) + (v[2] - u[2]) + (v[3] - u[3])
+		others = (pinned == "yes") ? (y[1] - x[1]) - caddy : 0
+		if (others < 0) others = 0
+		printf "%.0f %.0f %.0f", (total > 0) ? (y[2] - x[2]) * 100 / total : 0,
+			(total > 0) ? others * 100 / total : 0,
+			(wtotal > 0) ? (v[2] - u[2]) * 100 / wtotal : 0
+	}')
+	read -r "L[steal_caddy_pct]" "L[others_caddy_pct]" "L[steal_wrk_pct]" <<<"$shares"
+}
+
+COLUMNS="round config attempt rps p50_us p90_us p99_us p999_us max_us requests duration_us err_connect err_read err_write err_status err_timeout tokens_used tokens_available exhausted rss_kib hwm_kib caddy_cpu_ms caddy_cpu_pct steal_caddy_pct others_caddy_pct steal_wrk_pct"
+echo "$COLUMNS" | tr ' ' '\t' >"$RESULTS"
+ANY_ERRORS=0
+
+# measure CONFIG ROUND ATTEMPT: one run, appended to the results. CONFIG is
+# bare, <alg>-cached or <alg>-distinct. Sets EXHAUSTED.
+measure() {
+	local config=$1 round=$2 attempt=$3
+	local alg=${config%%-*} workload=${config#*-} conf file="" tag
+	tag="r$round-$config"
+	((attempt == 1)) || tag="$tag-try$attempt"
+	local log=$OUT/logs/$tag.caddy.log
+	if [[ $config == bare ]]; then
+		conf=bare
+		# The bare request carries a token too, so that both parse the same bytes.
+		WRK_AUTH=${CACHED[hs256]}
+	else
+		conf=$alg
+		WRK_AUTH=${CACHED[$alg]}
+		[[ $workload == distinct ]] && file=$WORK/tokens-$alg.txt
+	fi
+	start_caddy "$conf" "$log"
+	if [[ $conf == bare ]]; then
+		local got
+		got=$(fetch "$PORT" "$WRK_AUTH")
+		[[ $got == "200 ok" ]] || die "bare: got '$got', want '200 ok'"
+	else
+		check_guard "$alg" "$file" "$log"
+	fi
+
+	# Warm-up: the cached request (the distinct file stays unused).
+	wrk_run "$OUT/logs/$tag.warmup.txt" "$WARMUP" "$BENCH/lua/report.lua"
+
+	if [[ -n $file ]]; then
+		WRK_AUTH=""
+		load "$OUT/logs/$tag.wrk.txt" "$DURATION" "$BENCH/lua/distinct.lua" -- "$file" "$THREADS"
+	else
+		load "$OUT/logs/$tag.wrk.txt" "$DURATION" "$BENCH/lua/report.lua"
+	fi
+	declare -A r=()
+	local k
+	for k in "${!L[@]}"; do
+		r[$k]=${L[$k]}
+	done
+	r[round]=$round r[config]=$config r[attempt]=$attempt
+	r[rss_kib]=$(awk '/^VmRSS:/ { print $2 }' "/proc/$CADDY_PID/status")
+	r[hwm_kib]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$CADDY_PID/status")
+
+	EXHAUSTED=${r[exhausted]}
+	local errors=$((r[err_status] + r[err_connect] + r[err_read] + r[err_write] + r[err_timeout]))
+	if ((errors > 0)); then
+		ANY_ERRORS=1
+		loud "$config (round $round): $((r[err_status])) non-2xx responses and $((errors - r[err_status])) socket errors in ${r[requests]} requests: THE BENCHMARK IS WRONG FOR THIS RUN"
+		# What does the guard say now?
+		if [[ $conf != bare ]]; then
+			say "  cached token: $(fetch "$PORT" "${CACHED[$alg]}") $(grep -i www-auth "$WORK/headers" | tr -d '\r')"
+			[[ -n $file ]] && say "  first distinct token: $(fetch "$PORT" "$(head -n 1 "$file")") $(grep -i www-auth "$WORK/headers" | tr -d '\r')"
+		fi
+		say "  see $OUT/logs/$tag.wrk.txt and $log"
+	fi
+	stop_caddy
+
+	local col row=()
+	for col in $COLUMNS; do
+		row+=("${r[$col]:-}")
+	done
+	local dest=$RESULTS
+	((EXHAUSTED == 0)) || dest=$OUT/exhausted.tsv
+	(
+		IFS=$'\t'
+		echo "${row[*]}"
+	) >>"$dest"
+	printf 'bench: round %d %-15s %6.0f req/s %6.1f µs CPU/req  p99 %6.2f ms  RSS %5.1f MiB  Caddy CPU %3d%% (steal %d%%, others %d%%)%s\n' \
+		"$round" "$config" "${r[rps]}" "$(awk -v ms="${r[caddy_cpu_ms]}" -v n="${r[requests]}" 'BEGIN { print n ? ms * 1000 / n : 0 }')" \
+		"$(awk -v u="${r[p99_us]}" 'BEGIN { print u / 1000 }')" "$(awk -v k="${r[rss_kib]}" 'BEGIN { print k / 1024 }')" \
+		"${r[caddy_cpu_pct]}" "${r[steal_caddy_pct]}" "${r[others_caddy_pct]}" \
+		"$( ((errors == 0)) || echo "  ERRORS: $errors")$( ((EXHAUSTED == 0)) || echo "  (ran out of tokens: not counted)")" >&7
+}
+
+# --- calibration and tokens ---------------------------------------------------------
+
+# The distinct workload needs as many tokens as a run sends requests. A
+# guarded request costs at least what a bare one does plus one signature
+# check, so bare Caddy's CPU time per request and golang-jwt's check time
+# bound the rate. Both are taken as CPU time, not wall time, so that a
+# calibration slowed down by a noisy neighbour does not shrink the bound.
+CAL_S=$((DUR_S < 3 ? DUR_S : 3))
+say "bench: calibrating (bare Caddy for ${CAL_S}s, and one signature check per key type)"
+start_caddy bare "$OUT/logs/calibration.caddy.log"
+WRK_AUTH=${CACHED[hs256]}
+wrk_run "$OUT/logs/calibration.warmup.txt" 1s "$BENCH/lua/report.lua"
+load "$OUT/logs/calibration.wrk.txt" "${CAL_S}s" "$BENCH/lua/report.lua"
+stop_caddy
+((L[requests] > 0 && L[caddy_cpu_ms] > 0)) || die "calibration failed; see $OUT/logs/calibration.wrk.txt"
+BARE_NS=$((L[caddy_cpu_ms] * 1000000 / L[requests]))
+echo "calibration: bare Caddy ${L[rps]} req/s, $BARE_NS ns of CPU per request (steal ${L[steal_caddy_pct]}%)" | tee -a "$OUT/meta.txt" >&7
+
+declare -A TOKENS
+for alg in $ALGS; do
+	sig_ns=0
+	if [[ $alg != hs256 ]]; then # HMAC costs next to nothing
+		sig_ns=$(GOMAXPROCS=1 "${PIN_CADDY[@]}" "$MINT" sigcost -keys "$WORK/keys" -alg "$alg" -time 300ms)
+	fi
+	TOKENS[$alg]=$(awk -v bare="$BARE_NS" -v sig="$sig_ns" -v d="$DUR_S" -v s="$SAFETY" \
+		'BEGIN { printf "%d", 1e9 / (bare + sig) * d * s + 1000 }')
+	echo "tokens: $alg signature check $sig_ns ns; minting ${TOKENS[$alg]} distinct tokens" | tee -a "$OUT/meta.txt" >&7
+done
+for alg in $ALGS; do
+	t=$SECONDS
+	run "$MINT" tokens -keys "$WORK/keys" -alg "$alg" -n "${TOKENS[$alg]}" -o "$WORK/tokens-$alg.txt"
+	say "bench: minted ${TOKENS[$alg]} $alg tokens in $((SECONDS - t)) s"
+done
+
+# --- the rounds ---------------------------------------------------------------------
+
+CONFIGS=(bare)
+for alg in $ALGS; do
+	CONFIGS+=("$alg-cached" "$alg-distinct")
+done
+per_run=$(($(seconds "$WARMUP") + DUR_S + 2))
+say "bench: ${#CONFIGS[@]} configurations x $ROUNDS rounds, about $((${#CONFIGS[@]} * ROUNDS * per_run / 60 + 1)) min"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+	for config in "${CONFIGS[@]}"; do
+		for ((attempt = 1; ; attempt++)); do
+			measure "$config" "$round" "$attempt"
+			((EXHAUSTED > 0)) || break
+			alg=${config%%-*}
+			if ((attempt >= 3)); then
+				loud "$config (round $round): ran out of its ${TOKENS[$alg]} tokens $attempt times; giving up on it"
+				ANY_ERRORS=1
+				break
+			fi
+			loud "$config (round $round): ran out of its ${TOKENS[$alg]} distinct tokens; minting as many again and repeating the run"
+			run "$MINT" tokens -keys "$WORK/keys" -alg "$alg" -n "${TOKENS[$alg]}" -start "${TOKENS[$alg]}" \
+				-append -o "$WORK/tokens-$alg.txt"
+			TOKENS[$alg]=$((TOKENS[$alg] * 2))
+		done
+	done
+done
+
+# --- the table ----------------------------------------------------------------------
+
+say ""
+say "bench: done in $(((SECONDS - T0) / 60)) min $(((SECONDS - T0) % 60)) s; raw results in ${OUT#"$ROOT"/}/"
+rc=0
+{
+	echo "jwtguard end-to-end benchmark, $STAMP: $ROUNDS rounds of $DURATION, wrk -t$THREADS -c$CONNECTIONS, Caddy GOMAXPROCS=1$([[ $PINNED == yes ]] && echo ", Caddy on CPU 0 and wrk on CPU 1" || echo ", NOT PINNED")"
+	echo "Medians over rounds. ratio: req/s over bare Caddy's in the same round (range: lowest and highest round)."
+	echo "CPU/req: Caddy's CPU time per request; CPU ratio: bare's CPU/req over this one's, same round. RSS: after the load."
+	echo "noise: share of Caddy's CPU taken by the hypervisor (steal) or other processes during the run."
+	echo ""
+	"$WORK/report" "$RESULTS" || rc=$?
+} >"$OUT/table.md"
+cat "$OUT/table.md"
+((rc <= 1)) || die "the report failed"
+if ((ANY_ERRORS || rc)); then
+	loud "SOME RUNS HAD ERRORS OR RAN OUT OF TOKENS: see above and $OUT/"
+	exit 1
+fi
