@@ -60,15 +60,17 @@ func newCache(entries, bytes int) *cache {
 	return c
 }
 
-func (c *cache) shard(token string) *cacheShard {
-	return &c.shards[maphash.String(c.seed, token)%cacheShards]
-}
+// hash is computed once per verification and shared by the lookup, the
+// doorkeeper and the insert: a token is a few hundred bytes.
+func (c *cache) hash(token string) uint64 { return maphash.String(c.seed, token) }
+
+func (c *cache) shard(h uint64) *cacheShard { return &c.shards[h%cacheShards] }
 
 // seenBefore reports whether the token was verified recently, and
 // remembers it. Collisions only make a token wait one more sight.
-func (c *cache) seenBefore(token string) bool {
-	h := maphash.String(c.seed, token) | 1 // 0 marks an empty slot
-	slot := &c.door[(h>>4)%doorSlots]      // the low bits pick the shard
+func (c *cache) seenBefore(h uint64) bool {
+	h |= 1                            // 0 marks an empty slot
+	slot := &c.door[(h>>4)%doorSlots] // the low bits pick the shard
 	if slot.Load() == h {
 		return true
 	}
@@ -76,8 +78,8 @@ func (c *cache) seenBefore(token string) bool {
 	return false
 }
 
-func (c *cache) get(token string) *Token {
-	s := c.shard(token)
+func (c *cache) get(token string, h uint64) *Token {
+	s := c.shard(h)
 	s.mu.RLock()
 	t := s.m[token]
 	s.mu.RUnlock()
@@ -89,12 +91,12 @@ func entrySize(token string, t *Token) int {
 	return 2*len(token) + entryOverhead + len(t.claims)*32
 }
 
-func (c *cache) put(token string, t *Token, now float64) {
-	if !c.seenBefore(token) {
+func (c *cache) put(token string, h uint64, t *Token, now float64) {
+	if !c.seenBefore(h) {
 		return
 	}
 	size := entrySize(token, t)
-	s := c.shard(token)
+	s := c.shard(h)
 	if size > s.maxBytes {
 		return
 	}
@@ -139,7 +141,7 @@ func (s *cacheShard) deleteLocked(token string) {
 }
 
 func (c *cache) remove(token string) {
-	s := c.shard(token)
+	s := c.shard(c.hash(token))
 	s.mu.Lock()
 	s.deleteLocked(token)
 	s.mu.Unlock()

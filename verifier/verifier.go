@@ -132,8 +132,10 @@ func (v *Verifier) Algorithms() AlgorithmSet { return v.algs }
 // are checked again against the current time. Errors are *Error.
 func (v *Verifier) Verify(token string) (*Token, error) {
 	now := v.now()
+	var h uint64
 	if v.cache != nil {
-		if t := v.cache.get(token); t != nil {
+		h = v.cache.hash(token)
+		if t := v.cache.get(token, h); t != nil {
 			if err := v.checkTimes(t, now); err != nil {
 				if err == errExpired {
 					v.cache.remove(token)
@@ -148,7 +150,7 @@ func (v *Verifier) Verify(token string) (*Token, error) {
 		return nil, err
 	}
 	if v.cache != nil {
-		v.cache.put(token, t, unixSeconds(now))
+		v.cache.put(token, h, t, unixSeconds(now))
 	}
 	return t, nil
 }

@@ -327,11 +327,11 @@ func TestCacheAdmitsOnSecondSight(t *testing.T) {
 	}
 	tok := mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims())
 	v.Verify(tok)
-	if v.cache.get(tok) != nil {
+	if v.cache.get(tok, v.cache.hash(tok)) != nil {
 		t.Fatal("cached on first sight")
 	}
 	v.Verify(tok)
-	if v.cache.get(tok) == nil {
+	if v.cache.get(tok, v.cache.hash(tok)) == nil {
 		t.Fatal("not cached on second sight")
 	}
 }
@@ -401,7 +401,7 @@ func TestSweepDropsExpired(t *testing.T) {
 	}
 	now = now.Add(6 * time.Second)
 	v.SweepCache()
-	if v.cache.get(short) != nil || v.cache.get(long) == nil {
+	if v.cache.get(short, v.cache.hash(short)) != nil || v.cache.get(long, v.cache.hash(long)) == nil {
 		t.Fatal("sweep should drop the expired token and keep the other")
 	}
 }
