@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strings"
 )
@@ -157,6 +156,3 @@ func (s *Source) Strip(r *http.Request) {
 		r.URL.RawQuery = strings.Join(parts, "&")
 	}
 }
-
-// CanonicalName returns the header name as net/http stores it.
-func CanonicalName(name string) string { return textproto.CanonicalMIMEHeaderKey(name) }

@@ -495,7 +495,6 @@ func Inspect(token string) (*Token, error) {
 	if p.claimsErr != nil {
 		return nil, p.claimsErr
 	}
-	p.Token.Algorithm = p.alg
 	p.Token.ID = tokenID(&p.Token, token[:p.signingInputLen])
 	return &p.Token, nil
 }
