@@ -75,8 +75,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.dir = abs
 	a.hold = new(hold)
-	register(ctx.GetMetricsRegistry(), revocationsCollector{a})
-	return nil
+	return register(ctx.GetMetricsRegistry(), revocationsCollector{a})
 }
 
 // Start opens the store, or takes the one a previous config left open.

@@ -2,6 +2,7 @@ package jwtguard
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,44 +19,50 @@ const (
 // The collectors are created once and registered on every config load's
 // registry. Each result's counter is looked up once, not per request.
 var metrics = struct {
-	once      sync.Once
-	requests  *prometheus.CounterVec
-	byResult  map[string]prometheus.Counter
-	fetches   *prometheus.CounterVec
-	byFetched map[string]prometheus.Counter
+	once     sync.Once
+	requests resultCounter
+	fetches  resultCounter
 }{}
 
-func initMetrics(registry *prometheus.Registry) {
-	metrics.once.Do(func() {
-		metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "caddy",
-			Subsystem: "jwtguard",
-			Name:      "requests_total",
-			Help:      "Requests seen by jwtguard handlers, by result: ok, anonymous, or an error code.",
-		}, []string{"result"})
-		metrics.byResult = map[string]prometheus.Counter{}
-		for _, r := range append([]string{resultOK, resultAnonymous}, codeStrings()...) {
-			metrics.byResult[r] = metrics.requests.WithLabelValues(r)
-		}
-		metrics.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "caddy",
-			Subsystem: "jwtguard",
-			Name:      "key_fetches_total",
-			Help:      "JWK Set and OpenID discovery fetches, by result: ok, unchanged, or error_*.",
-		}, []string{"result"})
-		metrics.byFetched = map[string]prometheus.Counter{}
-		for _, r := range jwks.Results {
-			metrics.byFetched[r] = metrics.fetches.WithLabelValues(r)
-		}
-	})
-	register(registry, metrics.requests)
-	register(registry, metrics.fetches)
+// resultCounter is a counter with one low-cardinality label, result, whose
+// values are all known up front.
+type resultCounter struct {
+	vec      *prometheus.CounterVec
+	byResult map[string]prometheus.Counter
 }
 
-func countKeyFetch(result string) {
-	if c, ok := metrics.byFetched[result]; ok {
-		c.Inc()
+func newResultCounter(name, help string, results []string) resultCounter {
+	c := resultCounter{
+		vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy", Subsystem: "jwtguard", Name: name, Help: help,
+		}, []string{"result"}),
+		byResult: map[string]prometheus.Counter{},
 	}
+	for _, r := range results {
+		c.byResult[r] = c.vec.WithLabelValues(r)
+	}
+	return c
+}
+
+func (c resultCounter) inc(result string) {
+	if counter, ok := c.byResult[result]; ok {
+		counter.Inc()
+	}
+}
+
+func initMetrics(registry *prometheus.Registry) error {
+	metrics.once.Do(func() {
+		metrics.requests = newResultCounter("requests_total",
+			"Requests seen by jwtguard handlers, by result: ok, anonymous, or an error code.",
+			append([]string{resultOK, resultAnonymous}, codeStrings()...))
+		metrics.fetches = newResultCounter("key_fetches_total",
+			"JWK Set and OpenID discovery fetches, by result: ok, unchanged, or error_*.",
+			jwks.Results)
+	})
+	if err := register(registry, metrics.requests.vec); err != nil {
+		return err
+	}
+	return register(registry, metrics.fetches.vec)
 }
 
 func codeStrings() []string {
@@ -68,18 +75,16 @@ func codeStrings() []string {
 
 // register adds c to the registry, tolerating a second registration of the
 // same collector by another handler in the same config.
-func register(registry *prometheus.Registry, c prometheus.Collector) {
+func register(registry *prometheus.Registry, c prometheus.Collector) error {
 	if registry == nil {
-		return
+		return nil
 	}
 	var are prometheus.AlreadyRegisteredError
 	if err := registry.Register(c); err != nil && !errors.As(err, &are) {
-		panic(err)
+		return fmt.Errorf("registering metrics: %v", err)
 	}
+	return nil
 }
 
-func countResult(result string) {
-	if c, ok := metrics.byResult[result]; ok {
-		c.Inc()
-	}
-}
+func countResult(result string)   { metrics.requests.inc(result) }
+func countKeyFetch(result string) { metrics.fetches.inc(result) }

@@ -10,5 +10,5 @@ import (
 func testutilCount(t testing.TB, result string) float64 {
 	t.Helper()
 	initMetrics(prometheus.NewRegistry())
-	return testutil.ToFloat64(metrics.requests.WithLabelValues(result))
+	return testutil.ToFloat64(metrics.requests.vec.WithLabelValues(result))
 }

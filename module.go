@@ -138,7 +138,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision loads the keys and builds the verifier.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	initMetrics(ctx.GetMetricsRegistry())
+	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 
 	var err error
 	if h.verifier, err = h.newVerifier(); err != nil {
