@@ -300,6 +300,11 @@ func (h *Handler) Cleanup() error {
 
 // Validate checks what Provision does not need to.
 func (h *Handler) Validate() error {
+	for name, d := range map[string]caddy.Duration{"leeway": h.Leeway, "max_lifetime": h.MaxLifetime, "key_refresh": h.KeyRefresh} {
+		if d < 0 {
+			return fmt.Errorf("%s: must not be negative", name)
+		}
+	}
 	for _, s := range h.From {
 		switch s.Kind {
 		case verifier.FromHeader, verifier.FromCookie, verifier.FromQuery:
@@ -331,6 +336,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return h.reject(w, repl, "", errMissing)
 	}
+	if h.sources[from].Repeated(r) {
+		return h.reject(w, repl, raw, errRepeated)
+	}
 	tok, err := h.verifier.Verify(raw)
 	if err != nil {
 		return h.reject(w, repl, raw, err.(*verifier.Error))
@@ -359,6 +367,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 var (
 	errMissing          = &verifier.Error{Code: verifier.CodeMissing, Reason: "no token"}
+	errRepeated         = &verifier.Error{Code: verifier.CodeMalformed, Reason: "token sent more than once"}
 	errRevoked          = &verifier.Error{Code: verifier.CodeRevoked, Reason: "token revoked"}
 	errStoreUnavailable = &verifier.Error{Code: verifier.CodeStoreUnavailable, Reason: "revocation list unavailable"}
 )
@@ -373,8 +382,15 @@ func (h *Handler) checkRevoked(tok *verifier.Token) *verifier.Error {
 	var revoked bool
 	if err == nil {
 		iat, hasIat := tok.IssuedAtUnix()
+		// A key revocation must hold for every token the key verifies: a
+		// thief holding the key can leave kid out of the header, and then
+		// only the key's own kid names it.
+		kid := tok.KeyID
+		if kid == "" && tok.Key != nil {
+			kid = tok.Key.ID
+		}
 		revoked, err = store.Revoked(&revocation.Token{
-			ID: tok.ID, Issuer: tok.Issuer, Subject: tok.Subject, JTI: tok.JTI, KeyID: tok.KeyID,
+			ID: tok.ID, Issuer: tok.Issuer, Subject: tok.Subject, JTI: tok.JTI, KeyID: kid,
 			IssuedAt: iat, HasIssuedAt: hasIat,
 		})
 	}

@@ -26,8 +26,12 @@ const (
 // extra verification. When a shard is full it drops an arbitrary entry
 // (Go's map iteration order is random), preferring one that has expired.
 type cache struct {
-	seed   maphash.Seed
-	door   []atomic.Uint64
+	seed maphash.Seed
+	door []atomic.Uint64
+	// gen counts flushes. A verification that began before a flush (with
+	// keys that may since have been removed) must not insert its token
+	// after it: put compares the generation Verify read first.
+	gen    atomic.Uint64
 	shards [cacheShards]cacheShard
 }
 
@@ -91,7 +95,7 @@ func entrySize(token string, t *Token) int {
 	return 2*len(token) + entryOverhead + len(t.claims)*32
 }
 
-func (c *cache) put(token string, h uint64, t *Token, now float64) {
+func (c *cache) put(token string, h, gen uint64, t *Token, now float64) {
 	if !c.seenBefore(h) {
 		return
 	}
@@ -102,6 +106,9 @@ func (c *cache) put(token string, h uint64, t *Token, now float64) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if c.gen.Load() != gen { // clear runs under every shard's lock
+		return
+	}
 	if _, ok := s.m[token]; ok {
 		return
 	}
@@ -163,8 +170,11 @@ func (c *cache) sweep(cutoff float64) {
 
 func (c *cache) clear() {
 	for i := range c.shards {
+		c.shards[i].mu.Lock()
+	}
+	c.gen.Add(1)
+	for i := range c.shards {
 		s := &c.shards[i]
-		s.mu.Lock()
 		clear(s.m)
 		s.bytes = 0
 		s.mu.Unlock()

@@ -116,6 +116,38 @@ func queryValue(rawQuery, name string) (string, bool) {
 	return "", false
 }
 
+// Repeated reports whether the request carries more than one value for
+// this source (two Authorization headers, two cookies or two parameters of
+// that name). Only one of them could be verified, while an upstream that
+// reads another would trust a token nobody checked; RFC 6750 §2 forbids
+// sending a token more than once.
+func (s *Source) Repeated(r *http.Request) bool {
+	n := 0
+	switch s.Kind {
+	case FromHeader:
+		n = len(r.Header.Values(s.Name))
+	case FromCookie:
+		for _, line := range r.Header["Cookie"] {
+			for part := range strings.SplitSeq(line, ";") {
+				if k, _, _ := strings.Cut(strings.TrimSpace(part), "="); k == s.Name {
+					n++
+				}
+			}
+		}
+	case FromQuery:
+		for part := range strings.SplitSeq(r.URL.RawQuery, "&") {
+			k, _, _ := strings.Cut(part, "=")
+			if uk, err := url.QueryUnescape(k); err == nil {
+				k = uk
+			}
+			if k == s.Name {
+				n++
+			}
+		}
+	}
+	return n > 1
+}
+
 // Strip removes what this source found from the request, so that the token
 // does not travel upstream.
 func (s *Source) Strip(r *http.Request) {

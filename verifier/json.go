@@ -124,7 +124,9 @@ func skipValue(s string, i, depth int) (int, error) {
 	case c == '{':
 		// Nested objects are checked for duplicates as well: a claim
 		// path such as realm.roles must not be ambiguous either.
-		_, end, err := readObject(s, i, make([]member, 0, 8), depth)
+		// No list up front: an attacker's claims full of {} must not
+		// cost an allocation each before the signature is checked.
+		_, end, err := readObject(s, i, nil, depth)
 		return end, err
 	case c == '[':
 		if depth > maxDepth {

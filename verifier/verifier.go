@@ -20,6 +20,10 @@ import (
 	"unsafe"
 )
 
+// maxNumericDate is 9999-12-31T23:59:59Z, the last second RFC 3339 can
+// write.
+const maxNumericDate = 253402300799
+
 // MaxTokenLength is the longest token accepted, in bytes; a longer one is
 // malformed and is not parsed at all.
 const MaxTokenLength = 16 << 10
@@ -132,8 +136,9 @@ func (v *Verifier) Algorithms() AlgorithmSet { return v.algs }
 // are checked again against the current time. Errors are *Error.
 func (v *Verifier) Verify(token string) (*Token, error) {
 	now := v.now()
-	var h uint64
+	var h, gen uint64
 	if v.cache != nil {
+		gen = v.cache.gen.Load()
 		h = v.cache.hash(token)
 		if t := v.cache.get(token, h); t != nil {
 			if err := v.checkTimes(t, now); err != nil {
@@ -150,7 +155,7 @@ func (v *Verifier) Verify(token string) (*Token, error) {
 		return nil, err
 	}
 	if v.cache != nil {
-		v.cache.put(token, h, t, unixSeconds(now))
+		v.cache.put(token, h, gen, t, unixSeconds(now))
 	}
 	return t, nil
 }
@@ -248,7 +253,13 @@ func (v *Verifier) checkSignature(p *parsed, alg Algorithm) error {
 			return nil
 		}
 	}
-	for _, ks := range v.cfg.KeySets {
+	// JWK Sets never hold HMAC keys: an HS token cannot need them, and must
+	// not get keys_unavailable while they load.
+	sets := v.cfg.KeySets
+	if AlgorithmSet(alg)&hmacAlgorithms != 0 {
+		sets = nil
+	}
+	for _, ks := range sets {
 		keys, loaded := ks.Keys(p.KeyID, p.Issuer)
 		if !loaded {
 			unloaded = true
@@ -274,7 +285,7 @@ func (v *Verifier) checkSignature(p *parsed, alg Algorithm) error {
 		return errKeyAlgorithm
 	case unloaded:
 		return errKeysUnavail
-	case !tried && len(v.cfg.KeySets) == 0:
+	case !tried && len(sets) == 0:
 		return errKeyAlgorithm
 	}
 	return errSignature
@@ -439,8 +450,11 @@ func (p *parsed) readClaims(claims []member) {
 				continue
 			}
 			f, err := strconv.ParseFloat(m.raw, 64)
-			if err != nil || math.IsInf(f, 0) {
-				bad(m.name, "a usable number")
+			// Dates past year 9999 (or before year 0) are refused: an
+			// exp in milliseconds would otherwise make a token that
+			// never expires and that no revocation entry can outlive.
+			if err != nil || math.Abs(f) > maxNumericDate {
+				bad(m.name, "a usable date")
 				continue
 			}
 			switch m.name {
