@@ -328,7 +328,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	h.dropForgedHeaders(r.Header)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 
-	raw, from, found := verifier.Extract(r, h.sources)
+	raw, from, repeated, found := verifier.Extract(r, h.sources)
 	if !found {
 		if h.Optional {
 			countResult(resultAnonymous)
@@ -336,7 +336,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return h.reject(w, repl, "", errMissing)
 	}
-	if h.sources[from].Repeated(r) {
+	if repeated {
 		return h.reject(w, repl, raw, errRepeated)
 	}
 	tok, err := h.verifier.Verify(raw)

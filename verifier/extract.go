@@ -29,123 +29,101 @@ type Source struct {
 var DefaultSources = []Source{{Kind: FromHeader, Name: "Authorization", Scheme: "Bearer"}}
 
 // Extract returns the token from the first source that holds one, and the
-// index of that source; ok is false when no source holds a token.
-func Extract(r *http.Request, sources []Source) (token string, from int, ok bool) {
+// index of that source; ok is false when no source holds a token. repeated
+// reports that the source holds more than one value (two Authorization
+// headers, two cookies or parameters of that name): only one of them could
+// be verified, while an upstream reading another would trust a token nobody
+// checked, and RFC 6750 §2 forbids sending a token more than once.
+func Extract(r *http.Request, sources []Source) (token string, from int, repeated, ok bool) {
 	for i := range sources {
-		if tok, ok := sources[i].Extract(r); ok {
-			return tok, i, true
+		if tok, n := sources[i].Extract(r); tok != "" {
+			return tok, i, n > 1, true
 		}
 	}
-	return "", -1, false
+	return "", -1, false, false
 }
 
-// Extract returns the token this source finds in r. A header holding
-// another scheme, or the scheme with nothing after it, holds no token.
-func (s *Source) Extract(r *http.Request) (string, bool) {
+// Extract returns the token this source finds in r ("" for none) and how
+// many values of its name the request carries. A header holding another
+// scheme, or the scheme with nothing after it, holds no token.
+func (s *Source) Extract(r *http.Request) (token string, count int) {
 	switch s.Kind {
 	case FromHeader:
-		return s.fromHeader(r.Header.Get(s.Name))
+		vals := r.Header.Values(s.Name)
+		if len(vals) > 0 {
+			token = s.fromHeader(vals[0])
+		}
+		return token, len(vals)
 	case FromCookie:
 		for _, line := range r.Header["Cookie"] {
-			if v, ok := cookieValue(line, s.Name); ok {
-				return v, v != ""
-			}
+			count += cookieValues(line, s.Name, &token)
 		}
 	case FromQuery:
-		v, ok := queryValue(r.URL.RawQuery, s.Name)
-		return v, ok && v != ""
+		count = queryValues(r.URL.RawQuery, s.Name, &token)
 	}
-	return "", false
+	return token, count
 }
 
-func (s *Source) fromHeader(v string) (string, bool) {
+func (s *Source) fromHeader(v string) string {
 	if s.Scheme != "" {
 		n := len(s.Scheme)
 		if len(v) <= n || !strings.EqualFold(v[:n], s.Scheme) || (v[n] != ' ' && v[n] != '\t') {
-			return "", false
+			return ""
 		}
 		v = v[n:]
 	}
-	v = strings.Trim(v, " \t")
-	return v, v != ""
+	return strings.Trim(v, " \t")
 }
 
-// cookieValue finds name in one Cookie header line without the allocations
-// of http.Request.Cookie, which parses every cookie.
-func cookieValue(line, name string) (string, bool) {
+// cookieValues counts the cookies called name in one Cookie header line,
+// and sets *first to the first one's value if none was found before; it
+// avoids the allocations of http.Request.Cookie, which parses every cookie.
+func cookieValues(line, name string, first *string) (count int) {
 	for line != "" {
 		var part string
 		part, line, _ = strings.Cut(line, ";")
-		part = strings.TrimSpace(part)
-		k, v, ok := strings.Cut(part, "=")
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok || k != name {
 			continue
 		}
-		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-			v = v[1 : len(v)-1]
+		if count++; count == 1 && *first == "" {
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			*first = v
 		}
-		return v, true
 	}
-	return "", false
+	return count
 }
 
-// queryValue finds the first value of name in a raw query string.
-func queryValue(rawQuery, name string) (string, bool) {
+// queryValues counts the parameters called name in a raw query string and
+// sets *first to the first one's value.
+func queryValues(rawQuery, name string, first *string) (count int) {
 	for rawQuery != "" {
 		var part string
 		part, rawQuery, _ = strings.Cut(rawQuery, "&")
 		k, v, _ := strings.Cut(part, "=")
-		if strings.ContainsAny(k, "%+") {
-			var err error
-			if k, err = url.QueryUnescape(k); err != nil {
-				continue
-			}
-		}
-		if k != name {
+		if queryUnescape(k) != name {
 			continue
 		}
-		if strings.ContainsAny(v, "%+") {
-			uv, err := url.QueryUnescape(v)
-			if err != nil {
-				return "", false
-			}
-			v = uv
+		if count++; count == 1 {
+			*first = queryUnescape(v)
 		}
-		return v, true
 	}
-	return "", false
+	return count
 }
 
-// Repeated reports whether the request carries more than one value for
-// this source (two Authorization headers, two cookies or two parameters of
-// that name). Only one of them could be verified, while an upstream that
-// reads another would trust a token nobody checked; RFC 6750 §2 forbids
-// sending a token more than once.
-func (s *Source) Repeated(r *http.Request) bool {
-	n := 0
-	switch s.Kind {
-	case FromHeader:
-		n = len(r.Header.Values(s.Name))
-	case FromCookie:
-		for _, line := range r.Header["Cookie"] {
-			for part := range strings.SplitSeq(line, ";") {
-				if k, _, _ := strings.Cut(strings.TrimSpace(part), "="); k == s.Name {
-					n++
-				}
-			}
-		}
-	case FromQuery:
-		for part := range strings.SplitSeq(r.URL.RawQuery, "&") {
-			k, _, _ := strings.Cut(part, "=")
-			if uk, err := url.QueryUnescape(k); err == nil {
-				k = uk
-			}
-			if k == s.Name {
-				n++
-			}
-		}
+// queryUnescape decodes a query component, allocating only when it is
+// escaped; an invalid escape decodes to "", which matches nothing.
+func queryUnescape(s string) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
 	}
-	return n > 1
+	u, err := url.QueryUnescape(s)
+	if err != nil {
+		return ""
+	}
+	return u
 }
 
 // Strip removes what this source found from the request, so that the token
@@ -178,10 +156,7 @@ func (s *Source) Strip(r *http.Request) {
 		var parts []string
 		for _, part := range strings.Split(r.URL.RawQuery, "&") {
 			k, _, _ := strings.Cut(part, "=")
-			if uk, err := url.QueryUnescape(k); err == nil {
-				k = uk
-			}
-			if k != s.Name && part != "" {
+			if queryUnescape(k) != s.Name && part != "" {
 				parts = append(parts, part)
 			}
 		}

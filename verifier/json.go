@@ -360,13 +360,6 @@ func jsonKind(raw string) byte {
 	return 'n'
 }
 
-// arrayElements returns the raw elements of a validated JSON array.
-func arrayElements(raw string) []string {
-	var out []string
-	forEachElement(raw, func(e string) { out = append(out, e) })
-	return out
-}
-
 // forEachElement calls fn with each raw element of a validated JSON array.
 func forEachElement(raw string, fn func(string)) {
 	i := skipSpace(raw, 1)

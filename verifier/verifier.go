@@ -483,13 +483,16 @@ func (p *parsed) readClaims(claims []member) {
 			case 's':
 				t.Audience = []string{unquote(m.raw)}
 			case 'a':
-				for _, e := range arrayElements(m.raw) {
-					if jsonKind(e) != 's' {
-						bad("aud", "a string or an array of strings")
-						t.Audience = nil
-						break
+				strs := true
+				forEachElement(m.raw, func(e string) {
+					strs = strs && jsonKind(e) == 's'
+					if strs {
+						t.Audience = append(t.Audience, unquote(e))
 					}
-					t.Audience = append(t.Audience, unquote(e))
+				})
+				if !strs {
+					bad("aud", "a string or an array of strings")
+					t.Audience = nil
 				}
 			default:
 				bad("aud", "a string or an array of strings")
