@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -389,4 +392,52 @@ func mustVerifierWithLeeway(t *testing.T, h *Handler, leeway time.Duration) *ver
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestLogsNeverCarryTheToken: at debug level every refusal is logged with
+// its token_id, and no log field holds the raw token.
+func TestLogsNeverCarryTheToken(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n issuer https://idp\n}")
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	tokens := []string{
+		sign(t, jwt.MapClaims{"sub": "a", "iss": "https://evil"}),                                          // issuer
+		sign(t, jwt.MapClaims{"sub": "a", "iss": "https://idp", "exp": time.Now().Add(-time.Hour).Unix()}), // expired
+		otherKeyToken(t), // signature
+	}
+	for _, tok := range tokens {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		if _, _, _, err := serve(h, r); status(err) != 401 {
+			t.Fatalf("want 401, got %v", err)
+		}
+	}
+	entries := logs.All()
+	if len(entries) != len(tokens) {
+		t.Fatalf("%d log entries, want %d", len(entries), len(tokens))
+	}
+	for i, e := range entries {
+		fields := e.ContextMap()
+		if id, _ := fields["token_id"].(string); !strings.HasPrefix(id, "sha256:") {
+			t.Errorf("entry %d has no token_id: %v", i, fields)
+		}
+		for k, v := range fields {
+			for _, tok := range tokens {
+				if s, _ := v.(string); strings.Contains(s, tok) || strings.Contains(e.Message, tok) {
+					t.Errorf("entry %d field %s holds a raw token", i, k)
+				}
+			}
+		}
+	}
+}
+
+// otherKeyToken is a well-formed token signed with a secret the handler
+// does not know.
+func otherKeyToken(t *testing.T) string {
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "a", "iss": "https://idp",
+		"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte("some-other-secret-0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
