@@ -18,9 +18,22 @@
 # Caddy's CPU the hypervisor or other processes took during each run: on a
 # shared machine that noise moves req/s, and CPU time per request less.
 #
+# It also shows how often Caddy collected garbage (GCs per 10,000 requests,
+# from go_gc_duration_seconds_count on Caddy's admin /metrics). With Go's
+# defaults (GOGC=100) a heap collects each time it doubles over its live data,
+# so bare Caddy (about 4 MB live) collects about three times as often as a
+# guarded one (the revocation store keeps about 16 MB live), which flatters
+# the guarded configurations. CADDY_GOGC and CADDY_GOMEMLIMIT give every
+# configuration about the same GC cadence:
+#
+#   CADDY_GOGC=off CADDY_GOMEMLIMIT=160MiB make bench
+#
+# (RSS then mostly shows the limit, not what jwtguard needs.)
+#
 # Needs go, curl and taskset; installs wrk from Debian's packages if missing
 # (as root). Caddy inherits the environment, so e.g. GOGC=200 make bench
-# reaches it.
+# reaches it, but also go build and the helpers; CADDY_GOGC and
+# CADDY_GOMEMLIMIT reach only Caddy.
 #
 # Knobs (environment):
 #   DURATION     length of each measured run, as wrk takes it (10s)
@@ -34,6 +47,10 @@
 #                PORT+1 (a check site on the same config), PORT+2 (admin) (18480)
 #   GO           the go command (go)
 #   SAFETY       distinct tokens minted over the most a run could use (1.3)
+#   CADDY_GOGC   GOGC for Caddy only, e.g. 400 or off (unset: Go's default, 100)
+#   CADDY_GOMEMLIMIT
+#                GOMEMLIMIT for Caddy only, e.g. 160MiB (unset: Go's default,
+#                no limit)
 #
 # A quick look: DURATION=2s ROUNDS=1 make bench
 
@@ -53,6 +70,8 @@ ADMIN_PORT=$((PORT + 2))
 # Distinct tokens minted per run: the most requests the run could send,
 # times this (a run that runs out anyway is repeated with twice the tokens).
 SAFETY=${SAFETY:-1.3}
+CADDY_GOGC=${CADDY_GOGC:-}
+CADDY_GOMEMLIMIT=${CADDY_GOMEMLIMIT:-}
 HOST=127.0.0.1
 
 # Never reach past this machine, whatever the environment says.
@@ -99,6 +118,24 @@ seconds "$WARMUP" >/dev/null
 	die "CONNECTIONS and THREADS must be numbers, CONNECTIONS >= THREADS"
 for alg in $ALGS; do
 	case $alg in hs256 | rs256 | es256 | eddsa) ;; *) die "ALGS: unknown key type '$alg'" ;; esac
+done
+# Go reads a GOGC it cannot parse as 100, silently, so both are checked here.
+[[ -z $CADDY_GOGC || $CADDY_GOGC =~ ^(off|[0-9]+)$ ]] ||
+	die "CADDY_GOGC must be a whole number (a percentage) or off (got '$CADDY_GOGC')"
+[[ -z $CADDY_GOMEMLIMIT || $CADDY_GOMEMLIMIT =~ ^(off|[0-9]+(B|KiB|MiB|GiB|TiB)?)$ ]] ||
+	die "CADDY_GOMEMLIMIT must be bytes with an optional unit (B, KiB, MiB, GiB, TiB), e.g. 160MiB, or off (got '$CADDY_GOMEMLIMIT')"
+# CADDY_GC: what start_caddy adds to Caddy's environment. CADDY_GC_SEEN: the
+# GOGC and GOMEMLIMIT Caddy runs with, for the knobs and the table's title.
+CADDY_GC=()
+CADDY_GC_SEEN=""
+for var in GOGC GOMEMLIMIT; do
+	knob=CADDY_$var
+	if [[ -n ${!knob} ]]; then
+		CADDY_GC+=("$var=${!knob}")
+		CADDY_GC_SEEN+=" $var=${!knob}"
+	elif [[ -n ${!var:-} ]]; then
+		CADDY_GC_SEEN+=" $var=${!var} (inherited)"
+	fi
 done
 
 # --- processes, and their end -------------------------------------------------
@@ -211,7 +248,12 @@ MINT=$WORK/mint
 	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) usable"
 	echo "pinned: $PINNED"
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "knobs: DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP REVOCATIONS=$REVOCATIONS ALGS='$ALGS'"
+	echo "knobs: DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP REVOCATIONS=$REVOCATIONS ALGS='$ALGS'$(
+		[[ -n $CADDY_GOGC ]] && printf ' CADDY_GOGC=%s' "$CADDY_GOGC"
+		[[ -n $CADDY_GOMEMLIMIT ]] && printf ' CADDY_GOMEMLIMIT=%s' "$CADDY_GOMEMLIMIT"
+		true
+	)"
+	echo "caddy's GC settings:${CADDY_GC_SEEN:- the defaults}"
 } >"$OUT/meta.txt"
 
 # --- keys, store, configurations -------------------------------------------------
@@ -306,7 +348,7 @@ cp "$WORK"/*.caddyfile "$OUT/"
 # start_caddy CONF LOG starts Caddy, pinned, and waits until it answers.
 start_caddy() {
 	local conf=$1 log=$2 i
-	env HOME="$WORK/home" XDG_DATA_HOME="$WORK/home/data" XDG_CONFIG_HOME="$WORK/home/config" GOMAXPROCS=1 \
+	env HOME="$WORK/home" XDG_DATA_HOME="$WORK/home/data" XDG_CONFIG_HOME="$WORK/home/config" GOMAXPROCS=1 "${CADDY_GC[@]}" \
 		"${PIN_CADDY[@]}" "$WORK/caddy" run --config "$WORK/$conf.caddyfile" --adapter caddyfile >"$log" 2>&1 &
 	CADDY_PID=$!
 	for ((i = 0; i < 200; i++)); do
@@ -369,6 +411,18 @@ proc_ticks() {
 now_ms() { date +%s%3N; }
 HZ=$(getconf CLK_TCK)
 
+# metrics: the running Caddy's Prometheus metrics, from its admin endpoint
+# (nothing when it does not answer).
+metrics() {
+	curl -sS --noproxy '*' --max-time 2 "http://$HOST:$ADMIN_PORT/metrics" 2>/dev/null || true
+}
+# gc_count: how many garbage collections the running Caddy has done, or
+# nothing when its metrics do not say. (Prometheus may write it as 1.2e+06.)
+gc_count() {
+	metrics | awk '$1 == "go_gc_duration_seconds_count" { printf "%.0f\n", $2; exit }'
+}
+GC_WARNED=""
+
 # wrk_run OUTFILE DURATION SCRIPT [ARGS...] (with WRK_AUTH set for the
 # static request)
 wrk_run() {
@@ -385,10 +439,13 @@ wrk_run() {
 # and, over the run, Caddy's CPU time (caddy_cpu_ms), its share of the wall
 # time (caddy_cpu_pct), the share of Caddy's CPU stolen by the hypervisor
 # (steal_caddy_pct) or used by other processes (others_caddy_pct), and
-# the steal on wrk's CPU (steal_wrk_pct).
+# the steal on wrk's CPU (steal_wrk_pct), and the garbage collections Caddy
+# did (gc_count; empty when its metrics do not say). The metrics are read
+# outside the CPU measurement, so that reading them is not counted in it.
 declare -A L
 load() {
-	local out=$1 c0 w0 p0 t0 c1 w1 p1 t1
+	local out=$1 c0 w0 p0 t0 c1 w1 p1 t1 g0 g1
+	g0=$(gc_count)
 	c0=$(cpu_ticks "$CPU_CADDY")
 	w0=$(cpu_ticks "$CPU_WRK")
 	p0=$(proc_ticks "$CADDY_PID")
@@ -399,6 +456,7 @@ load() {
 	p1=$(proc_ticks "$CADDY_PID")
 	c1=$(cpu_ticks "$CPU_CADDY")
 	w1=$(cpu_ticks "$CPU_WRK")
+	g1=$(gc_count)
 	L=()
 	local line kv kvs
 	line=$(grep '^BENCH ' "$out") || die "no results from wrk; see $out"
@@ -421,9 +479,18 @@ load() {
 			(wtotal > 0) ? (v[2] - u[2]) * 100 / wtotal : 0
 	}')
 	read -r "L[steal_caddy_pct]" "L[others_caddy_pct]" "L[steal_wrk_pct]" <<<"$shares"
+	if [[ -n $g0 && -n $g1 ]]; then
+		L[gc_count]=$((g1 - g0))
+	else
+		L[gc_count]=""
+		if [[ -z $GC_WARNED ]]; then
+			GC_WARNED=yes
+			say "bench: warning: Caddy's admin /metrics has no go_gc_duration_seconds_count; the GC column stays empty"
+		fi
+	fi
 }
 
-COLUMNS="round config attempt rps p50_us p90_us p99_us p999_us max_us requests duration_us err_connect err_read err_write err_status err_timeout tokens_used tokens_available exhausted rss_kib hwm_kib caddy_cpu_ms caddy_cpu_pct steal_caddy_pct others_caddy_pct steal_wrk_pct"
+COLUMNS="round config attempt rps p50_us p90_us p99_us p999_us max_us requests duration_us err_connect err_read err_write err_status err_timeout tokens_used tokens_available exhausted rss_kib hwm_kib caddy_cpu_ms caddy_cpu_pct steal_caddy_pct others_caddy_pct steal_wrk_pct gc_count"
 echo "$COLUMNS" | tr ' ' '\t' >"$RESULTS"
 ANY_ERRORS=0
 
@@ -495,9 +562,10 @@ measure() {
 		IFS=$'\t'
 		echo "${row[*]}"
 	) >>"$dest"
-	printf 'bench: round %d %-15s %6.0f req/s %6.1f µs CPU/req  p99 %6.2f ms  RSS %5.1f MiB  Caddy CPU %3d%% (steal %d%%, others %d%%)%s\n' \
+	printf 'bench: round %d %-15s %6.0f req/s %6.1f µs CPU/req  p99 %6.2f ms  RSS %5.1f MiB  %s GC/10k req  Caddy CPU %3d%% (steal %d%%, others %d%%)%s\n' \
 		"$round" "$config" "${r[rps]}" "$(awk -v ms="${r[caddy_cpu_ms]}" -v n="${r[requests]}" 'BEGIN { print n ? ms * 1000 / n : 0 }')" \
 		"$(awk -v u="${r[p99_us]}" 'BEGIN { print u / 1000 }')" "$(awk -v k="${r[rss_kib]}" 'BEGIN { print k / 1024 }')" \
+		"$(awk -v g="${r[gc_count]}" -v n="${r[requests]}" 'BEGIN { if (g == "" || !n) print "-"; else printf "%.1f", g * 10000 / n }')" \
 		"${r[caddy_cpu_pct]}" "${r[steal_caddy_pct]}" "${r[others_caddy_pct]}" \
 		"$( ((errors == 0)) || echo "  ERRORS: $errors")$( ((EXHAUSTED == 0)) || echo "  (ran out of tokens: not counted)")" >&7
 }
@@ -515,10 +583,15 @@ start_caddy bare "$OUT/logs/calibration.caddy.log"
 WRK_AUTH=${CACHED[hs256]}
 wrk_run "$OUT/logs/calibration.warmup.txt" 1s "$BENCH/lua/report.lua"
 load "$OUT/logs/calibration.wrk.txt" "${CAL_S}s" "$BENCH/lua/report.lua"
+# The GC settings Caddy reports, to show that the knobs reached it.
+metrics | awk '
+	$1 == "go_gc_gogc_percent" { gogc = ($2 + 0 > 1e9) ? "off" : sprintf("%.0f", $2) }
+	$1 == "go_gc_gomemlimit_bytes" { limit = ($2 + 0 >= 9e18) ? "none" : sprintf("%.0f MiB", $2 / 1048576) }
+	END { if (gogc != "") printf "caddy reports: GOGC %s, GOMEMLIMIT %s\n", gogc, limit }' | tee -a "$OUT/meta.txt" >&7
 stop_caddy
 ((L[requests] > 0 && L[caddy_cpu_ms] > 0)) || die "calibration failed; see $OUT/logs/calibration.wrk.txt"
 BARE_NS=$((L[caddy_cpu_ms] * 1000000 / L[requests]))
-echo "calibration: bare Caddy ${L[rps]} req/s, $BARE_NS ns of CPU per request (steal ${L[steal_caddy_pct]}%)" | tee -a "$OUT/meta.txt" >&7
+echo "calibration: bare Caddy ${L[rps]} req/s, $BARE_NS ns of CPU per request, ${L[gc_count]:-?} GCs (steal ${L[steal_caddy_pct]}%)" | tee -a "$OUT/meta.txt" >&7
 
 declare -A TOKENS
 for alg in $ALGS; do
@@ -570,10 +643,11 @@ say ""
 say "bench: done in $(((SECONDS - T0) / 60)) min $(((SECONDS - T0) % 60)) s; raw results in ${OUT#"$ROOT"/}/"
 rc=0
 {
-	echo "jwtguard end-to-end benchmark, $STAMP: $ROUNDS rounds of $DURATION, wrk -t$THREADS -c$CONNECTIONS, Caddy GOMAXPROCS=1$([[ $PINNED == yes ]] && echo ", Caddy on CPU 0 and wrk on CPU 1" || echo ", NOT PINNED")"
+	echo "jwtguard end-to-end benchmark, $STAMP: $ROUNDS rounds of $DURATION, wrk -t$THREADS -c$CONNECTIONS, Caddy GOMAXPROCS=1$CADDY_GC_SEEN$([[ $PINNED == yes ]] && echo ", Caddy on CPU 0 and wrk on CPU 1" || echo ", NOT PINNED")"
 	echo "Medians over rounds. ratio: req/s over bare Caddy's in the same round (range: lowest and highest round)."
 	echo "CPU/req: Caddy's CPU time per request; CPU ratio: bare's CPU/req over this one's, same round. RSS: after the load."
 	echo "noise: share of Caddy's CPU taken by the hypervisor (steal) or other processes during the run."
+	echo "GC/10k req: Caddy's garbage collections per 10,000 requests; with Go's default GOGC a small live heap (bare) collects far more often, see CADDY_GOGC in bench/run.sh."
 	echo ""
 	"$WORK/report" "$RESULTS" || rc=$?
 } >"$OUT/table.md"

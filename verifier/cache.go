@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Cache bounds. A cached token costs about twice its length plus its
@@ -13,8 +14,11 @@ const (
 	DefaultCacheEntries = 10000
 	DefaultCacheBytes   = 16 << 20
 	cacheShards         = 16
-	entryOverhead       = 256 // map slot, Token struct, claim list
 )
+
+// entryOverhead is what a cached token costs besides its text: the map
+// slot and the parsed struct that holds the Token and its first claims.
+const entryOverhead = 64 + int(unsafe.Sizeof(parsed{}))
 
 // cache holds verified tokens by their exact text. Only tokens that passed
 // every check are put in; a lookup still re-checks the time-based claims.
@@ -92,7 +96,8 @@ func (c *cache) get(token string, h uint64) *Token {
 
 func entrySize(token string, t *Token) int {
 	// the token text is the key; its decoded form backs the claims
-	return 2*len(token) + entryOverhead + len(t.claims)*32
+	extra := max(0, len(t.claims)-len(parsed{}.memberSpace))
+	return 2*len(token) + entryOverhead + extra*int(unsafe.Sizeof(member{}))
 }
 
 func (c *cache) put(token string, h, gen uint64, t *Token, now float64) {

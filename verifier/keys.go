@@ -112,7 +112,14 @@ type Key struct {
 
 	algs     AlgorithmSet
 	material any          // []byte, *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
-	macs     [3]sync.Pool // HMAC states for HS256/384/512, keyed once
+	macs     [3]sync.Pool // *macState for HS256/384/512, keyed once
+}
+
+// macState is a keyed HMAC with room for its output, so that a check
+// allocates nothing.
+type macState struct {
+	hash.Hash
+	sum [sha512.Size]byte
 }
 
 // Algorithms returns the algorithms the key verifies.
@@ -138,7 +145,7 @@ func NewHMACKey(secret []byte) (*Key, error) {
 	}
 	k := &Key{algs: algs, material: append([]byte(nil), secret...)}
 	for i, h := range []func() hash.Hash{sha256.New, sha512.New384, sha512.New} {
-		k.macs[i].New = func() any { return hmac.New(h, k.material.([]byte)) }
+		k.macs[i].New = func() any { return &macState{Hash: hmac.New(h, k.material.([]byte))} }
 	}
 	return k, nil
 }
@@ -274,11 +281,10 @@ func (k *Key) verify(alg Algorithm, signingInput string, sig []byte) bool {
 // already keyed HMAC state: keying one costs more than hashing a token.
 func (k *Key) verifyHMAC(alg Algorithm, signingInput string, sig []byte) bool {
 	pool := &k.macs[alg.index()]
-	mac := pool.Get().(hash.Hash)
+	mac := pool.Get().(*macState)
 	mac.Reset()
 	mac.Write(bytesOf(signingInput)) // no copy: the hash only reads it
-	var sum [sha512.Size]byte
-	ok := hmac.Equal(mac.Sum(sum[:0]), sig)
+	ok := hmac.Equal(mac.Sum(mac.sum[:0]), sig)
 	pool.Put(mac)
 	return ok
 }

@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -540,5 +541,43 @@ func TestParsePublicKeyPEM(t *testing.T) {
 	}
 	if _, err := ParsePublicKeyPEM([]byte("garbage")); err == nil {
 		t.Fatal("garbage accepted")
+	}
+}
+
+// TestManyClaims covers tokens with more claims than parse reserves room
+// for, and header claims within and beyond that room.
+func TestManyClaims(t *testing.T) {
+	k := keys(t)
+	claims := validClaims()
+	for i := range 40 {
+		claims[fmt.Sprintf("c%02d", i)] = fmt.Sprintf("v%02d", i)
+	}
+	raw := mint(t, jwt.SigningMethodHS256, k.secret, nil, claims)
+	for _, paths := range [][]string{
+		{"c00", "c39"},
+		{"c00", "c07", "c13", "c21", "c29", "c39", "sub"},
+	} {
+		v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, HeaderClaims: paths})
+		for round := range 3 { // first sight, admission, cache hit
+			tok, err := v.Verify(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range paths {
+				want := "v" + strings.TrimPrefix(p, "c")
+				if p == "sub" {
+					want = "user-42"
+				}
+				if got, ok := tok.HeaderClaim(i); !ok || got != want {
+					t.Errorf("%d header claims, round %d: %s = %q %v, want %q", len(paths), round, p, got, ok, want)
+				}
+			}
+			if n := len(tok.ClaimNames()); n != len(claims) {
+				t.Errorf("round %d: %d claims, want %d", round, n, len(claims))
+			}
+			if got, ok := tok.Claim("c25"); !ok || got != "v25" {
+				t.Errorf("round %d: c25 = %q %v", round, got, ok)
+			}
+		}
 	}
 }

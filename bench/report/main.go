@@ -5,7 +5,9 @@
 // Beside them, Caddy's CPU time per request and the ratio of bare Caddy's to
 // it (the same ratio, measured in CPU time instead of wall time, so that a
 // noisy neighbour moves it less), and the noise: the share of Caddy's CPU
-// that went to the hypervisor or to other processes during the run.
+// that went to the hypervisor or to other processes during the run. And how
+// often Caddy collected garbage: GCs per 10,000 requests, from the results'
+// gc_count column ("-" when the results have no such column, as older ones).
 //
 //	report results.tsv
 //
@@ -61,6 +63,17 @@ func (r run) cpuPerReq() float64 {
 		return 0
 	}
 	return r.num("caddy_cpu_ms") * 1000 / n
+}
+
+// gcPer10k is the garbage collections Caddy did per 10,000 requests, and
+// false when the run did not record them (gc_count is missing or empty).
+func (r run) gcPer10k() (float64, bool) {
+	g, err := strconv.ParseFloat(r.f["gc_count"], 64)
+	n := r.num("requests")
+	if err != nil || n == 0 {
+		return 0, false
+	}
+	return g * 10000 / n, true
 }
 
 // noise is the share of Caddy's CPU, in percent, that went elsewhere.
@@ -162,13 +175,13 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 		}
 	}
 	header := []string{"configuration", "req/s", "p99", "RSS", "ratio to bare", "range", "target", "met?",
-		"CPU/req", "CPU ratio", "met?", "RSS − bare", "≤ 30 MiB?", "noise"}
-	right := []bool{false, true, true, true, true, false, true, false, true, true, false, true, false, true}
+		"CPU/req", "CPU ratio", "met?", "GC/10k req", "RSS − bare", "≤ 30 MiB?", "noise"}
+	right := []bool{false, true, true, true, true, false, true, false, true, true, false, true, true, false, true}
 	var rows [][]string
 	var problems []string
 	met, missed, noisy, total := 0, 0, 0, 0
 	for _, name := range order {
-		var rps, p99, rss, cpu, ratios, cpuRatios, deltas, noise []float64
+		var rps, p99, rss, cpu, gcs, ratios, cpuRatios, deltas, noise []float64
 		for _, r := range runs[name] {
 			if why := r.bad(); why != "" {
 				problems = append(problems, fmt.Sprintf("%s, round %d: %s", name, r.round, why))
@@ -184,6 +197,9 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 			rss = append(rss, r.num("rss_kib"))
 			cpu = append(cpu, r.cpuPerReq())
 			noise = append(noise, n)
+			if g, ok := r.gcPer10k(); ok {
+				gcs = append(gcs, g)
+			}
 			if b, ok := bare[r.round]; ok {
 				ratios = append(ratios, r.num("rps")/b.num("rps"))
 				cpuRatios = append(cpuRatios, b.cpuPerReq()/r.cpuPerReq())
@@ -197,7 +213,11 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 			row[2] = fmt.Sprintf("%.2f ms", median(p99)/1000)
 			row[3] = fmt.Sprintf("%.1f MiB", median(rss)/1024)
 			row[8] = fmt.Sprintf("%.1f µs", median(cpu))
-			row[13] = fmt.Sprintf("%.0f%%", median(noise))
+			row[11] = "-"
+			if len(gcs) > 0 {
+				row[11] = fmt.Sprintf("%.1f", median(gcs))
+			}
+			row[14] = fmt.Sprintf("%.0f%%", median(noise))
 		} else {
 			row[1] = "no clean run"
 		}
@@ -218,8 +238,8 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 				row[10] = mark(cpuRatio >= target, nil, nil)
 			}
 			delta := median(deltas) / 1024
-			row[11] = fmt.Sprintf("%+.1f MiB", delta)
-			row[12] = mark(delta <= rssTargetMiB, &met, &missed)
+			row[12] = fmt.Sprintf("%+.1f MiB", delta)
+			row[13] = mark(delta <= rssTargetMiB, &met, &missed)
 		}
 		rows = append(rows, row)
 	}

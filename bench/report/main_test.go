@@ -1,0 +1,135 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// results builds a results file from cols and its rows, fields separated by
+// spaces, "_" standing for an empty field.
+func results(cols string, rows ...string) string {
+	var b strings.Builder
+	for _, l := range append([]string{cols}, rows...) {
+		f := strings.Fields(l)
+		for i := range f {
+			if f[i] == "_" {
+				f[i] = ""
+			}
+		}
+		b.WriteString(strings.Join(f, "\t") + "\n")
+	}
+	return b.String()
+}
+
+// column returns, for each configuration, its cell under the header name.
+func column(t *testing.T, table, name string) map[string]string {
+	t.Helper()
+	cells := func(l string) []string {
+		c := strings.Split(strings.Trim(l, "|"), "|")
+		for i := range c {
+			c[i] = strings.TrimSpace(c[i])
+		}
+		return c
+	}
+	lines := strings.Split(table, "\n")
+	at := -1
+	for i, h := range cells(lines[0]) {
+		if h == name {
+			at = i
+		}
+	}
+	if at < 0 {
+		t.Fatalf("no column %q in\n%s", name, table)
+	}
+	got := map[string]string{}
+	for _, l := range lines[2:] {
+		if !strings.HasPrefix(l, "|") {
+			break
+		}
+		c := cells(l)
+		if len(c) != len(cells(lines[0])) {
+			t.Fatalf("row %q has %d cells, the header %d", l, len(c), len(cells(lines[0])))
+		}
+		got[c[0]] = c[at]
+	}
+	return got
+}
+
+func table(t *testing.T, tsv string) (string, bool) {
+	t.Helper()
+	runs, order, err := read(strings.NewReader(tsv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	clean := writeTable(&b, runs, order)
+	return b.String(), clean
+}
+
+const cols = "round config attempt rps p99_us rss_kib requests caddy_cpu_ms steal_caddy_pct others_caddy_pct " +
+	"err_status err_connect err_read err_write err_timeout exhausted"
+
+func TestGCPer10k(t *testing.T) {
+	tsv := results(cols+" gc_count",
+		// bare: 230 and 250 GCs in 100,000 requests: 23.0 and 25.0, median 24.0.
+		"1 bare 1 10000 900 20000 100000 5000 0 0 0 0 0 0 0 0 230",
+		"2 bare 1 10000 900 20000 100000 5000 0 0 0 0 0 0 0 0 250",
+		// hs256-cached: 80 in 100,000 and 81 in 90,000 (9.0): median 8.5.
+		"1 hs256-cached 1 10000 900 40000 100000 5000 0 0 0 0 0 0 0 0 80",
+		"2 hs256-cached 1 9000 900 40000 90000 5000 0 0 0 0 0 0 0 0 81",
+		// hs256-distinct: no GC at all in one round, one left empty.
+		"1 hs256-distinct 1 8000 900 40000 80000 5000 0 0 0 0 0 0 0 0 0",
+		"2 hs256-distinct 1 8000 900 40000 80000 5000 0 0 0 0 0 0 0 0 _",
+		// rs256-cached: no round recorded its GCs.
+		"1 rs256-cached 1 8000 900 40000 80000 5000 0 0 0 0 0 0 0 0 _",
+		// es256-cached: its only run failed, and is left out.
+		"1 es256-cached 1 8000 900 40000 80000 5000 0 0 3 0 0 0 0 0 12",
+	)
+	out, clean := table(t, tsv)
+	if clean {
+		t.Errorf("a table with a failed run reports clean runs")
+	}
+	got := column(t, out, "GC/10k req")
+	want := map[string]string{
+		"bare":           "24.0",
+		"hs256-cached":   "8.5",
+		"hs256-distinct": "0.0",
+		"rs256-cached":   "-",
+		"es256-cached":   "",
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s: GC/10k req %q, want %q\n%s", name, got[name], w, out)
+		}
+	}
+	// The column sits after the CPU ratio's met? and before RSS − bare.
+	header := strings.Split(strings.SplitN(out, "\n", 2)[0], "|")
+	var names []string
+	for _, h := range header {
+		names = append(names, strings.TrimSpace(h))
+	}
+	if s := strings.Join(names, ","); !strings.Contains(s, ",CPU ratio,met?,GC/10k req,RSS − bare,") {
+		t.Errorf("header %s", s)
+	}
+}
+
+// Results written before the gc_count column existed still make a table.
+func TestGCPer10kOldResults(t *testing.T) {
+	tsv := results(cols,
+		"1 bare 1 10000 900 20000 100000 5000 0 0 0 0 0 0 0 0",
+		"1 hs256-cached 1 10000 900 40000 100000 5000 0 0 0 0 0 0 0 0",
+	)
+	out, clean := table(t, tsv)
+	if !clean {
+		t.Errorf("clean runs reported as not clean:\n%s", out)
+	}
+	got := column(t, out, "GC/10k req")
+	for _, name := range []string{"bare", "hs256-cached"} {
+		if got[name] != "-" {
+			t.Errorf("%s: GC/10k req %q, want -\n%s", name, got[name], out)
+		}
+	}
+	if r := column(t, out, "ratio to bare")["hs256-cached"]; r != "1.00" {
+		t.Errorf("hs256-cached: ratio %q, want 1.00", r)
+	}
+}
