@@ -76,9 +76,11 @@ func (r run) gcPer10k() (float64, bool) {
 	return g * 10000 / n, true
 }
 
-// noise is the share of Caddy's CPU, in percent, that went elsewhere.
+// noise is the share, in percent, of Caddy's CPU that went elsewhere or of
+// wrk's CPU that the hypervisor took, whichever is larger: either one
+// slows the run down.
 func (r run) noise() float64 {
-	return r.num("steal_caddy_pct") + r.num("others_caddy_pct")
+	return max(r.num("steal_caddy_pct")+r.num("others_caddy_pct"), r.num("steal_wrk_pct"))
 }
 
 func (r run) bad() string {
@@ -151,7 +153,30 @@ func read(r io.Reader) (map[string][]run, []string, error) {
 	if runs["bare"] == nil {
 		return nil, nil, errors.New("no bare runs")
 	}
+	for name, rs := range runs {
+		runs[name] = quietest(rs)
+	}
 	return runs, order, nil
+}
+
+// quietest keeps one run per round: the least noisy of the clean attempts
+// (bench/run.sh runs a configuration again when a run was noisy), or the
+// first attempt when none is clean, so that its problem is reported.
+func quietest(rs []run) []run {
+	var out []run
+	at := map[int]int{}
+	for _, r := range rs {
+		i, seen := at[r.round]
+		switch {
+		case !seen:
+			at[r.round] = len(out)
+			out = append(out, r)
+		case out[i].bad() != "" && r.bad() == "",
+			r.bad() == "" && r.noise() < out[i].noise():
+			out[i] = r
+		}
+	}
+	return out
 }
 
 func median(xs []float64) float64 {
@@ -277,7 +302,7 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 	}
 	fmt.Fprintf(w, "\ntargets met: %d, missed: %d (req/s ratios and RSS)\n", met, missed)
 	if noisy > 0 {
-		fmt.Fprintf(w, "noise: in %d of %d runs more than %d%% of Caddy's CPU went to the hypervisor (steal) or other processes; "+
+		fmt.Fprintf(w, "noise: in %d of %d runs (the quietest attempt of each) more than %d%% of Caddy's or wrk's CPU went to the hypervisor (steal) or other processes; "+
 			"their req/s understate, and the CPU ratio is the steadier measure\n", noisy, total, noisyPct)
 	}
 	if len(problems) > 0 {

@@ -133,3 +133,41 @@ func TestGCPer10kOldResults(t *testing.T) {
 		t.Errorf("hs256-cached: ratio %q, want 1.00", r)
 	}
 }
+
+// TestQuietestAttempt: a configuration run again because it was noisy
+// counts once per round, with its quietest clean attempt, against the
+// quietest bare run of the same round.
+func TestQuietestAttempt(t *testing.T) {
+	const c = "round config attempt rps p99_us rss_kib requests caddy_cpu_ms steal_caddy_pct others_caddy_pct steal_wrk_pct " +
+		"err_status err_connect err_read err_write err_timeout exhausted"
+	tsv := results(c,
+		"1 bare 1 5000 1000 50000 50000 1000 40 0 0 0 0 0 0 0 0",
+		"1 bare 2 20000 1000 50000 200000 1000 1 0 0 0 0 0 0 0 0",
+		"1 hs256-distinct 1 2000 1000 60000 20000 1000 30 0 0 0 0 0 0 0 0",
+		"1 hs256-distinct 2 18000 1000 60000 180000 1000 0 0 0 5 0 0 0 0 0", // quiet but with errors
+		"1 hs256-distinct 3 9000 1000 60000 90000 1000 2 0 20 0 0 0 0 0 0",  // wrk's CPU stolen
+		"1 hs256-distinct 4 16000 1000 60000 160000 1000 3 1 0 0 0 0 0 0 0",
+	)
+	out, clean := table(t, tsv)
+	if !clean {
+		t.Fatalf("a round with a clean attempt is reported as a problem:\n%s", out)
+	}
+	if got := column(t, out, "req/s")["bare"]; got != "20000" {
+		t.Errorf("bare req/s %s, want the quiet attempt's 20000\n%s", got, out)
+	}
+	if got := column(t, out, "ratio to bare")["hs256-distinct"]; got != "0.80" {
+		t.Errorf("hs256-distinct ratio %s, want 0.80 (16000 / 20000)\n%s", got, out)
+	}
+	if got := column(t, out, "noise")["hs256-distinct"]; got != "4%" {
+		t.Errorf("hs256-distinct noise %s, want 4%%\n%s", got, out)
+	}
+
+	// With no clean attempt the round's problem is still reported.
+	_, clean = table(t, results(c,
+		"1 bare 1 20000 1000 50000 200000 1000 1 0 0 0 0 0 0 0 0",
+		"1 hs256-cached 1 2000 1000 60000 20000 1000 0 0 0 3 0 0 0 0 0",
+	))
+	if clean {
+		t.Error("a configuration whose only run had errors is not reported")
+	}
+}
