@@ -5,7 +5,7 @@ GO       ?= go
 CADDY    := bin/caddy
 FUZZTIME ?= 10s
 
-.PHONY: build run test unit race fuzz bench gobench clean
+.PHONY: build run test unit race fuzz bench bench-instructions gobench clean
 
 build:
 	$(GO) build -o $(CADDY) ./cmd/caddy
@@ -41,6 +41,14 @@ fuzz:
 # look: DURATION=2s ROUNDS=1 make bench
 bench:
 	GO=$(GO) bench/run.sh
+
+# User-space instructions per request of Caddy with and without jwtguard,
+# counted by valgrind's cachegrind: repeatable on a noisy machine, a
+# companion to `make bench` (bench/instructions.sh; installs valgrind if
+# missing). Knobs: N1 (1000), N2 (5000), WARMUP (500), ALGS; a quick look:
+# ALGS=hs256 N1=200 N2=1000 WARMUP=200 make bench-instructions
+bench-instructions:
+	GO=$(GO) bench/instructions.sh
 
 # The Go micro-benchmarks.
 gobench:

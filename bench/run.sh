@@ -61,6 +61,9 @@
 
 set -euo pipefail
 export LC_ALL=C
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ME=bench
 
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
@@ -80,6 +83,14 @@ RETRIES=${RETRIES:-2}
 CADDY_GOGC=${CADDY_GOGC:-}
 CADDY_GOMEMLIMIT=${CADDY_GOMEMLIMIT:-}
 HOST=127.0.0.1
+# Seconds to wait for Caddy to answer at start (one try every START_POLL s,
+# each at most START_MAXTIME s), at most for a check request's answer, and
+# for Caddy to end after TERM before it is killed.
+START_WAIT=20
+START_POLL=0.1
+START_MAXTIME=1
+FETCH_MAXTIME=5
+KILL_AFTER=10
 
 # Never reach past this machine, whatever the environment says.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
@@ -91,16 +102,6 @@ BENCH=$ROOT/bench
 # Messages go to the stderr the script started with, even from a trap that
 # runs while a command's output is redirected.
 exec 7>&2
-say() { printf '%s\n' "$*" >&7; }
-die() {
-	say "bench: $*"
-	exit 1
-}
-loud() {
-	say ""
-	say "!!! $*"
-	say ""
-}
 
 # seconds converts a wrk duration (10, 10s, 2m, 1h) to seconds.
 seconds() {
@@ -128,98 +129,18 @@ seconds "$WARMUP" >/dev/null
 for alg in $ALGS; do
 	case $alg in hs256 | rs256 | es256 | eddsa) ;; *) die "ALGS: unknown key type '$alg'" ;; esac
 done
-# Go reads a GOGC it cannot parse as 100, silently, so both are checked here.
-[[ -z $CADDY_GOGC || $CADDY_GOGC =~ ^(off|[0-9]+)$ ]] ||
-	die "CADDY_GOGC must be a whole number (a percentage) or off (got '$CADDY_GOGC')"
-[[ -z $CADDY_GOMEMLIMIT || $CADDY_GOMEMLIMIT =~ ^(off|[0-9]+(B|KiB|MiB|GiB|TiB)?)$ ]] ||
-	die "CADDY_GOMEMLIMIT must be bytes with an optional unit (B, KiB, MiB, GiB, TiB), e.g. 160MiB, or off (got '$CADDY_GOMEMLIMIT')"
-# CADDY_GC: what start_caddy adds to Caddy's environment. CADDY_GC_SEEN: the
-# GOGC and GOMEMLIMIT Caddy runs with, for the knobs and the table's title.
-CADDY_GC=()
-CADDY_GC_SEEN=""
-for var in GOGC GOMEMLIMIT; do
-	knob=CADDY_$var
-	if [[ -n ${!knob} ]]; then
-		CADDY_GC+=("$var=${!knob}")
-		CADDY_GC_SEEN+=" $var=${!knob}"
-	elif [[ -n ${!var:-} ]]; then
-		CADDY_GC_SEEN+=" $var=${!var} (inherited)"
-	fi
-done
+caddy_gc_knobs
 
 # --- processes, and their end -------------------------------------------------
 
-CADDY_PID=""
-CHILD_PID=""
-WORK=""
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if [[ -n $CHILD_PID ]]; then
-		kill "$CHILD_PID" 2>/dev/null || true
-		wait "$CHILD_PID" 2>/dev/null || true
-	fi
-	stop_caddy
-	if [[ -n $WORK && -d $WORK ]]; then
-		rm -rf "$WORK"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'say "bench: interrupted"; exit 130' INT
-trap 'say "bench: terminated"; exit 143' TERM
-
-# run [-o FILE] CMD...: runs a command in the background (its output to FILE)
-# and waits for it, so that a signal reaches the traps at once and cleanup
-# can end the command.
-run() {
-	if [[ $1 == -o ]]; then
-		local out=$2
-		shift 2
-		"$@" >"$out" &
-	else
-		"$@" &
-	fi
-	CHILD_PID=$!
-	local rc=0
-	wait "$CHILD_PID" || rc=$?
-	CHILD_PID=""
-	return "$rc"
-}
-
-stop_caddy() {
-	[[ -n $CADDY_PID ]] || return 0
-	local pid=$CADDY_PID i
-	CADDY_PID=""
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
+set_traps
 
 # --- tools ----------------------------------------------------------------------
 
-command -v "$GO" >/dev/null || die "no go command ($GO)"
-command -v curl >/dev/null || die "curl is needed"
-if ! command -v wrk >/dev/null; then
-	say "bench: wrk is missing; installing it from Debian's packages"
-	if [[ $(id -u) -ne 0 ]]; then
-		die "wrk is missing and this is not root: install it (apt-get install wrk) and run again"
-	fi
-	command -v apt-get >/dev/null || die "wrk is missing and there is no apt-get: install wrk and run again"
-	apt-get update -qq || die "apt-get update failed; install wrk and run again"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || die "apt-get install wrk failed; install it and run again"
-	command -v wrk >/dev/null || die "wrk is still missing after apt-get install"
-fi
+need_go_and_curl
+install_if_missing wrk
 
-for p in "$PORT" "$CHECK_PORT" "$ADMIN_PORT"; do
-	if (exec 3<>"/dev/tcp/$HOST/$p") 2>/dev/null; then
-		die "port $p on $HOST is in use; set PORT to another base port"
-	fi
-done
+ports_free "set PORT to another base port" "$PORT" "$CHECK_PORT" "$ADMIN_PORT"
 
 # CPU pinning: Caddy on CPU 0, wrk on CPU 1.
 PINNED=yes
@@ -244,34 +165,23 @@ RESULTS=$OUT/results.tsv
 T0=$SECONDS
 
 say "bench: building ./cmd/caddy and the benchmark's helpers"
-run "$GO" build -o "$WORK/caddy" ./cmd/caddy || die "go build ./cmd/caddy failed"
-run "$GO" build -o "$WORK/mint" ./bench/mint || die "go build ./bench/mint failed"
-run "$GO" build -o "$WORK/report" ./bench/report || die "go build ./bench/report failed"
+go_build ./cmd/caddy ./bench/mint ./bench/report
 MINT=$WORK/mint
 
 {
-	echo "date: $STAMP"
-	echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) files changed or new)"
-	echo "go: $("$GO" version)"
+	meta_common
 	echo "wrk: $(wrk -v 2>&1 | head -1)"
-	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) usable"
+	echo "cpu: $(cpu_model)"
 	echo "pinned: $PINNED"
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "knobs: DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP REVOCATIONS=$REVOCATIONS ALGS='$ALGS' NOISE_MAX=$NOISE_MAX RETRIES=$RETRIES$(
-		[[ -n $CADDY_GOGC ]] && printf ' CADDY_GOGC=%s' "$CADDY_GOGC"
-		[[ -n $CADDY_GOMEMLIMIT ]] && printf ' CADDY_GOMEMLIMIT=%s' "$CADDY_GOMEMLIMIT"
-		true
-	)"
+	echo "knobs: DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP REVOCATIONS=$REVOCATIONS ALGS='$ALGS' NOISE_MAX=$NOISE_MAX RETRIES=$RETRIES$(gc_knob_words)"
 	echo "caddy's GC settings:${CADDY_GC_SEEN:- the defaults}"
 } >"$OUT/meta.txt"
 
 # --- keys, store, configurations -------------------------------------------------
 
 say "bench: keys, and $REVOCATIONS revocations in the store"
-run "$MINT" keys "$WORK/keys"
-# probe-0 is revoked: the check that revocation is on and reads this store.
-run -o "$WORK/seed.txt" "$MINT" seed -dir "$WORK/store" -n "$REVOCATIONS" -revoke-jti probe-0
-tee -a "$OUT/meta.txt" <"$WORK/seed.txt" >&7
+keys_and_store "$REVOCATIONS"
 
 declare -A CACHED PROBE
 for alg in hs256 $ALGS; do
@@ -280,104 +190,20 @@ for alg in hs256 $ALGS; do
 done
 CHECK_BODY="user-cached-0|user0@cached.example.com|reader, writer, billing"
 
-global_options() {
-	cat <<EOF
-{
-	admin $HOST:$ADMIN_PORT
-	auto_https off
-	persist_config off
-EOF
-}
-
-# The bare configuration: a route that only responds, and the same on the
-# check port, as the guarded configurations have.
-{
-	global_options
-	cat <<EOF
-}
-
-http://:$PORT {
-	bind $HOST
-	respond "ok" 200
-}
-
-http://:$CHECK_PORT {
-	bind $HOST
-	respond "ok" 200
-}
-EOF
-} >"$WORK/bare.caddyfile"
-
-# A guarded configuration: the same route behind jwtguard, and a check site
-# with the same guard whose response shows the claim headers.
+# The bare configuration: a route that only responds. A guarded one: the same
+# route behind jwtguard. Both have a check site on CHECK_PORT; a guarded
+# one's shows the claim headers.
+write_caddyfiles "$WORK/store" "$CHECK_PORT"
 for alg in $ALGS; do
-	if [[ $alg == hs256 ]]; then
-		key="secret base64:$(cat "$WORK/keys/hs256.key")"
-	else
-		key="public_key $WORK/keys/$alg.pub"
-	fi
-	{
-		global_options
-		cat <<EOF
-	jwtguard {
-		storage_dir $WORK/store
-	}
-}
-
-(guard) {
-	jwtguard {
-		$key
-		claim_header sub X-User-Id
-		claim_header email X-User-Email
-		claim_header roles X-User-Roles
-	}
-}
-
-http://:$PORT {
-	bind $HOST
-	import guard
-	respond "ok" 200
-}
-
-http://:$CHECK_PORT {
-	bind $HOST
-	import guard
-	respond "{http.request.header.X-User-Id}|{http.request.header.X-User-Email}|{http.request.header.X-User-Roles}" 200
-}
-EOF
-	} >"$WORK/$alg.caddyfile"
-	env HOME="$WORK/home" XDG_DATA_HOME="$WORK/home/data" XDG_CONFIG_HOME="$WORK/home/config" \
-		"$WORK/caddy" validate --config "$WORK/$alg.caddyfile" --adapter caddyfile >"$OUT/logs/validate-$alg.log" 2>&1 ||
-		die "the $alg configuration does not validate; see $OUT/logs/validate-$alg.log"
+	validate_caddyfile "$alg"
 done
 cp "$WORK"/*.caddyfile "$OUT/"
 
 # --- running Caddy and wrk ----------------------------------------------------------
 
-# start_caddy CONF LOG starts Caddy, pinned, and waits until it answers.
-start_caddy() {
-	local conf=$1 log=$2 i
-	env HOME="$WORK/home" XDG_DATA_HOME="$WORK/home/data" XDG_CONFIG_HOME="$WORK/home/config" GOMAXPROCS=1 "${CADDY_GC[@]}" \
-		"${PIN_CADDY[@]}" "$WORK/caddy" run --config "$WORK/$conf.caddyfile" --adapter caddyfile >"$log" 2>&1 &
-	CADDY_PID=$!
-	for ((i = 0; i < 200; i++)); do
-		kill -0 "$CADDY_PID" 2>/dev/null || die "Caddy ($conf) exited at start; see $log"
-		if [[ $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 1 "http://$HOST:$CHECK_PORT/") != 000 ]]; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	die "Caddy ($conf) did not answer within 20 s; see $log"
-}
-
-# fetch PORT TOKEN: prints "<status> <body>"; the response headers go to
-# $WORK/headers.
-fetch() {
-	local port=$1 tok=${2:-} auth=()
-	[[ -n $tok ]] && auth=(-H "Authorization: Bearer $tok")
-	local code
-	code=$(curl -sS --noproxy '*' --max-time 5 -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' "${auth[@]}" "http://$HOST:$port/") || true
-	printf '%s %s' "$code" "$(cat "$WORK/body" 2>/dev/null)"
+# caddy_up CONF LOG starts Caddy, pinned, and waits until it answers.
+caddy_up() {
+	start_caddy "$1" "$2" "$CHECK_PORT" "Caddy ($1)" "$2" "${PIN_CADDY[@]}"
 }
 
 # check_guard ALG TOKENFILE LOG: a guarded Caddy must accept good tokens, set
@@ -389,9 +215,7 @@ check_guard() {
 	got=$(fetch "$PORT" "${CACHED[$alg]}")
 	[[ $got == "200 ok" ]] || die "$alg: the cached token got '$got' on the measured site, want '200 ok'"
 	got=$(fetch "$CHECK_PORT" "${PROBE[$alg]}")
-	if [[ ${got%% *} != 401 ]] || ! grep -qi 'revoked' "$WORK/headers"; then
-		die "$alg: the revoked probe token got '$got' ($(grep -i www-auth "$WORK/headers" | tr -d '\r')): is revocation on?"
-	fi
+	revoked "$got" || die "$alg: the revoked probe token got '$got' ($(www_auth)): is revocation on?"
 	got=$(fetch "$CHECK_PORT")
 	[[ ${got%% *} == 401 ]] || die "$alg: a request without a token got '$got', want 401"
 	if [[ -n $file ]]; then
@@ -401,7 +225,7 @@ check_guard() {
 		done
 	fi
 	local entries
-	entries=$(grep -o '"msg":"revocation list loaded".*"entries":[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1 || true)
+	entries=$(store_entries "$log")
 	if [[ -z $entries ]]; then
 		say "bench: warning: Caddy's log has no 'revocation list loaded' line; cannot check the store's size"
 	elif ((entries != REVOCATIONS + 1)); then
@@ -520,7 +344,7 @@ measure() {
 		WRK_AUTH=${CACHED[$alg]}
 		[[ $workload == distinct ]] && file=$WORK/tokens-$alg.txt
 	fi
-	start_caddy "$conf" "$log"
+	caddy_up "$conf" "$log"
 	if [[ $conf == bare ]]; then
 		local got
 		got=$(fetch "$PORT" "$WRK_AUTH")
@@ -558,8 +382,8 @@ measure() {
 		loud "$config (round $round): $((r[err_status])) non-2xx responses and $((errors - r[err_status])) socket errors in ${r[requests]} requests: THE BENCHMARK IS WRONG FOR THIS RUN"
 		# What does the guard say now?
 		if [[ $conf != bare ]]; then
-			say "  cached token: $(fetch "$PORT" "${CACHED[$alg]}") $(grep -i www-auth "$WORK/headers" | tr -d '\r')"
-			[[ -n $file ]] && say "  first distinct token: $(fetch "$PORT" "$(head -n 1 "$file")") $(grep -i www-auth "$WORK/headers" | tr -d '\r')"
+			say "  cached token: $(fetch "$PORT" "${CACHED[$alg]}") $(www_auth)"
+			[[ -n $file ]] && say "  first distinct token: $(fetch "$PORT" "$(head -n 1 "$file")") $(www_auth)"
 		fi
 		say "  see $OUT/logs/$tag.wrk.txt and $log"
 	fi
@@ -592,7 +416,7 @@ measure() {
 # calibration slowed down by a noisy neighbour does not shrink the bound.
 CAL_S=$((DUR_S < 3 ? DUR_S : 3))
 say "bench: calibrating (bare Caddy for ${CAL_S}s, and one signature check per key type)"
-start_caddy bare "$OUT/logs/calibration.caddy.log"
+caddy_up bare "$OUT/logs/calibration.caddy.log"
 WRK_AUTH=${CACHED[hs256]}
 wrk_run "$OUT/logs/calibration.warmup.txt" 1s "$BENCH/lua/report.lua"
 load "$OUT/logs/calibration.wrk.txt" "${CAL_S}s" "$BENCH/lua/report.lua"
@@ -624,10 +448,7 @@ done
 
 # --- the rounds ---------------------------------------------------------------------
 
-CONFIGS=(bare)
-for alg in $ALGS; do
-	CONFIGS+=("$alg-cached" "$alg-distinct")
-done
+set_configs
 per_run=$(($(seconds "$WARMUP") + DUR_S + 2))
 say "bench: ${#CONFIGS[@]} configurations x $ROUNDS rounds, about $((${#CONFIGS[@]} * ROUNDS * per_run / 60 + 1)) min"
 
@@ -659,11 +480,11 @@ done
 # --- the table ----------------------------------------------------------------------
 
 say ""
-say "bench: done in $(((SECONDS - T0) / 60)) min $(((SECONDS - T0) % 60)) s; raw results in ${OUT#"$ROOT"/}/"
+say "bench: done in $(took); raw results in ${OUT#"$ROOT"/}/"
 rc=0
 {
 	echo "jwtguard end-to-end benchmark, $STAMP: $ROUNDS rounds of $DURATION, wrk -t$THREADS -c$CONNECTIONS, Caddy GOMAXPROCS=1$CADDY_GC_SEEN$([[ $PINNED == yes ]] && echo ", Caddy on CPU 0 and wrk on CPU 1" || echo ", NOT PINNED")"
-	echo "Medians over rounds. ratio: req/s over bare Caddy's in the same round (range: lowest and highest round)."
+	echo "Medians over rounds. ratio: req/s over bare Caddy's in the same round (range: lowest and highest round), from the rounds in which neither run was noisy (all rounds when none was quiet)."
 	echo "CPU/req: Caddy's CPU time per request; CPU ratio: bare's CPU/req over this one's, same round. RSS: after the load."
 	echo "noise: share of Caddy's CPU taken by the hypervisor (steal) or other processes, or of wrk's taken by steal, whichever is larger; each configuration's quietest attempt in each round is kept (NOISE_MAX, RETRIES)."
 	echo "GC/10k req: Caddy's garbage collections per 10,000 requests; with Go's default GOGC a small live heap (bare) collects far more often, see CADDY_GOGC in bench/run.sh."

@@ -206,7 +206,11 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 	var problems []string
 	met, missed, noisy, total := 0, 0, 0, 0
 	for _, name := range order {
-		var rps, p99, rss, cpu, gcs, ratios, cpuRatios, deltas, noise []float64
+		var rps, p99, rss, cpu, gcs, noise []float64
+		// Comparisons with bare Caddy of the same round: those where
+		// neither run was noisy, and the others, used only when no round
+		// was quiet for both.
+		var quiet, loud []pair
 		for _, r := range runs[name] {
 			if why := r.bad(); why != "" {
 				problems = append(problems, fmt.Sprintf("%s, round %d: %s", name, r.round, why))
@@ -226,10 +230,23 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 				gcs = append(gcs, g)
 			}
 			if b, ok := bare[r.round]; ok {
-				ratios = append(ratios, r.num("rps")/b.num("rps"))
-				cpuRatios = append(cpuRatios, b.cpuPerReq()/r.cpuPerReq())
-				deltas = append(deltas, r.num("rss_kib")-b.num("rss_kib"))
+				p := pair{r.num("rps") / b.num("rps"), b.cpuPerReq() / r.cpuPerReq(), r.num("rss_kib") - b.num("rss_kib")}
+				if n <= noisyPct && b.noise() <= noisyPct {
+					quiet = append(quiet, p)
+				} else {
+					loud = append(loud, p)
+				}
 			}
+		}
+		pairs := quiet
+		if len(pairs) == 0 {
+			pairs = loud
+		}
+		var ratios, cpuRatios, deltas []float64
+		for _, p := range pairs {
+			ratios = append(ratios, p.ratio)
+			cpuRatios = append(cpuRatios, p.cpuRatio)
+			deltas = append(deltas, p.rssDelta)
 		}
 		row := make([]string, len(header))
 		row[0] = name
@@ -314,6 +331,9 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 	}
 	return true
 }
+
+// pair is one run compared with bare Caddy's run of the same round.
+type pair struct{ ratio, cpuRatio, rssDelta float64 }
 
 // mark returns "met" or "MISSED", counting it when met and missed are
 // given.

@@ -134,13 +134,15 @@ func TestGCPer10kOldResults(t *testing.T) {
 	}
 }
 
+// colsNoise is cols with wrk's steal, for the tests of noisy runs.
+const colsNoise = "round config attempt rps p99_us rss_kib requests caddy_cpu_ms steal_caddy_pct others_caddy_pct steal_wrk_pct " +
+	"err_status err_connect err_read err_write err_timeout exhausted"
+
 // TestQuietestAttempt: a configuration run again because it was noisy
 // counts once per round, with its quietest clean attempt, against the
 // quietest bare run of the same round.
 func TestQuietestAttempt(t *testing.T) {
-	const c = "round config attempt rps p99_us rss_kib requests caddy_cpu_ms steal_caddy_pct others_caddy_pct steal_wrk_pct " +
-		"err_status err_connect err_read err_write err_timeout exhausted"
-	tsv := results(c,
+	tsv := results(colsNoise,
 		"1 bare 1 5000 1000 50000 50000 1000 40 0 0 0 0 0 0 0 0",
 		"1 bare 2 20000 1000 50000 200000 1000 1 0 0 0 0 0 0 0 0",
 		"1 hs256-distinct 1 2000 1000 60000 20000 1000 30 0 0 0 0 0 0 0 0",
@@ -163,11 +165,35 @@ func TestQuietestAttempt(t *testing.T) {
 	}
 
 	// With no clean attempt the round's problem is still reported.
-	_, clean = table(t, results(c,
+	_, clean = table(t, results(colsNoise,
 		"1 bare 1 20000 1000 50000 200000 1000 1 0 0 0 0 0 0 0 0",
 		"1 hs256-cached 1 2000 1000 60000 20000 1000 0 0 0 3 0 0 0 0 0",
 	))
 	if clean {
 		t.Error("a configuration whose only run had errors is not reported")
+	}
+}
+
+// TestRatiosFromQuietRounds: a round in which bare Caddy or the
+// configuration was noisy does not count in the ratio while a quiet round
+// exists, and does when none does.
+func TestRatiosFromQuietRounds(t *testing.T) {
+	out, _ := table(t, results(colsNoise,
+		"1 bare 1 2000 1000 50000 20000 1000 60 0 0 0 0 0 0 0 0",
+		"1 rs256-distinct 1 9000 1000 60000 90000 1000 0 0 0 0 0 0 0 0 0",
+		"2 bare 1 20000 1000 50000 200000 1000 0 0 0 0 0 0 0 0 0",
+		"2 rs256-distinct 1 9000 1000 60000 90000 1000 0 0 0 0 0 0 0 0 0",
+		"3 bare 1 20000 1000 50000 200000 1000 0 0 0 0 0 0 0 0 0",
+		"3 rs256-distinct 1 1000 1000 60000 10000 1000 0 0 40 0 0 0 0 0 0",
+	))
+	if got := column(t, out, "ratio to bare")["rs256-distinct"]; got != "0.45" {
+		t.Errorf("ratio %s, want 0.45 from round 2 alone\n%s", got, out)
+	}
+	out, _ = table(t, results(colsNoise,
+		"1 bare 1 10000 1000 50000 100000 1000 30 0 0 0 0 0 0 0 0",
+		"1 rs256-distinct 1 4000 1000 60000 40000 1000 0 0 0 0 0 0 0 0 0",
+	))
+	if got := column(t, out, "ratio to bare")["rs256-distinct"]; got != "0.40" {
+		t.Errorf("ratio %s, want 0.40 from the only (noisy) round\n%s", got, out)
 	}
 }
