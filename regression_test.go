@@ -120,3 +120,69 @@ func TestTokenSentTwiceRefused(t *testing.T) {
 		}
 	}
 }
+
+// A cookie name with a space around it is the same cookie to net/http:
+// "token =FORGED; token=VALID" is two token cookies, and a Go upstream
+// reading r.Cookie("token") would get FORGED.
+func TestRegressionCookieSpelledWithSpace(t *testing.T) {
+	good := sign(t, jwt.MapClaims{"sub": "alice"})
+	forged := "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n from cookie token\n}")
+	for _, line := range []string{"token =" + forged + "; token=" + good, "token\t=" + forged + "; token=" + good, "token; token=" + good} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Cookie", line)
+		_, up, repl, err := serve(h, r)
+		code, _ := repl.GetString("http.auth.jwt.error")
+		if status(err) != 401 || up.called || code != "malformed" {
+			t.Errorf("Cookie %.20q...: status %d, code %q, upstream called %v; want 401 malformed", line, status(err), code, up.called)
+		}
+	}
+	// strip_token removes the token's cookie however its name is spaced.
+	h = newHandler(t, "jwtguard {\n secret "+testSecret+"\n from cookie token\n strip_token\n}")
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Cookie", "a=1; token ="+good+"; b=2")
+	_, up, _, err := serve(h, r)
+	if err != nil || !up.called {
+		t.Fatalf("token cookie spelled with a space: %v", err)
+	}
+	if got := up.req.Header.Get("Cookie"); got != "a=1; b=2" {
+		t.Errorf("cookies upstream %q, want %q", got, "a=1; b=2")
+	}
+	if c, err := up.req.Cookie("token"); err == nil {
+		t.Errorf("the upstream still reads the token cookie: %q", c.Value)
+	}
+}
+
+// With optional, a source holding two values is refused even when the
+// first holds no token: the second would reach the upstream unverified on
+// a request passed as anonymous.
+func TestRegressionOptionalSecondValueRefused(t *testing.T) {
+	forged := "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."
+	cases := []struct {
+		name, block string
+		req         func() *http.Request
+	}{
+		{"Basic then Bearer", "", func() *http.Request {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header.Add("Authorization", "Basic YWxhZGRpbjpvcGVuc2VzYW1l")
+			r.Header.Add("Authorization", "Bearer "+forged)
+			return r
+		}},
+		{"bare parameter then token", "from query token", func() *http.Request {
+			return httptest.NewRequest("GET", "/?token&token="+forged, nil)
+		}},
+		{"empty cookie then token", "from cookie token", func() *http.Request {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header.Set("Cookie", "token=; token="+forged)
+			return r
+		}},
+	}
+	for _, c := range cases {
+		h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n optional\n "+c.block+"\n}")
+		_, up, repl, err := serve(h, c.req())
+		code, _ := repl.GetString("http.auth.jwt.error")
+		if status(err) != 401 || up.called || code != "malformed" {
+			t.Errorf("%s: status %d, code %q, upstream called %v; want 401 malformed", c.name, status(err), code, up.called)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 )
@@ -29,14 +30,19 @@ type Source struct {
 var DefaultSources = []Source{{Kind: FromHeader, Name: "Authorization", Scheme: "Bearer"}}
 
 // Extract returns the token from the first source that holds one, and the
-// index of that source; ok is false when no source holds a token. repeated
-// reports that the source holds more than one value (two Authorization
-// headers, two cookies or parameters of that name): only one of them could
-// be verified, while an upstream reading another would trust a token nobody
-// checked, and RFC 6750 §2 forbids sending a token more than once.
+// index of that source; ok is false when no source holds a token.
+//
+// repeated reports that a source holds more than one value (two
+// Authorization headers of any schemes, two cookies or parameters of that
+// name, empty or not); Extract stops at that source, with ok true. Only one
+// value could be verified, while an upstream reading another would trust a
+// token nobody checked, and RFC 6750 §2 forbids sending a token more than
+// once. An empty or other-scheme first value does not make the request
+// anonymous: with optional, the second value would pass unverified.
 func Extract(r *http.Request, sources []Source) (token string, from int, repeated, ok bool) {
 	for i := range sources {
-		if tok, n := sources[i].Extract(r); tok != "" {
+		tok, n := sources[i].Extract(r)
+		if n > 1 || tok != "" {
 			return tok, i, n > 1, true
 		}
 	}
@@ -78,12 +84,20 @@ func (s *Source) fromHeader(v string) string {
 // cookieValues counts the cookies called name in one Cookie header line,
 // and sets *first to the first one's value if none was found before; it
 // avoids the allocations of http.Request.Cookie, which parses every cookie.
+//
+// It splits and trims as net/http's readCookies does, so that every cookie
+// a Go upstream would read under name counts ("token =x" is token; "token"
+// without '=' is token with an empty value). It trims names with
+// strings.TrimSpace, which removes more than net/http does: a spelling
+// counted here that net/http skips can only refuse a request, never let a
+// second value through. Values net/http would refuse (a '"' inside, a
+// control character) count too, and fail verification if used.
 func cookieValues(line, name string, first *string) (count int) {
 	for line != "" {
 		var part string
 		part, line, _ = strings.Cut(line, ";")
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || k != name {
+		v, ok := cookieNamed(part, name)
+		if !ok {
 			continue
 		}
 		if count++; count == 1 && *first == "" {
@@ -94,6 +108,14 @@ func cookieValues(line, name string, first *string) (count int) {
 		}
 	}
 	return count
+}
+
+// cookieNamed reports whether one ';'-separated part of a Cookie line is a
+// cookie called name, and returns its value: what follows the first '=',
+// as net/http keeps it (space after '=' kept, trailing space trimmed).
+func cookieNamed(part, name string) (value string, ok bool) {
+	k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+	return v, strings.TrimSpace(k) == name
 }
 
 // queryValues counts the parameters called name in a raw query string and
@@ -133,14 +155,18 @@ func (s *Source) Strip(r *http.Request) {
 	case FromHeader:
 		r.Header.Del(s.Name)
 	case FromCookie:
-		lines := r.Header["Cookie"]
+		// Every spelling of the name goes (cookieNamed), and the rest are
+		// kept as net/http reads them, so the upstream's view of the other
+		// cookies does not change.
 		var kept []string
-		for _, line := range lines {
+		for _, line := range r.Header["Cookie"] {
 			var parts []string
-			for _, part := range strings.Split(line, ";") {
-				k, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-				if k != s.Name && strings.TrimSpace(part) != "" {
-					parts = append(parts, strings.TrimSpace(part))
+			for part := range strings.SplitSeq(line, ";") {
+				if _, ok := cookieNamed(part, s.Name); ok {
+					continue
+				}
+				if part = textproto.TrimString(part); part != "" {
+					parts = append(parts, part)
 				}
 			}
 			if len(parts) > 0 {
