@@ -441,3 +441,50 @@ func otherKeyToken(t *testing.T) string {
 	}
 	return tok
 }
+
+// TestHandlerRefusesEventAndBoundTokens: a SET or logout token is never an
+// access token (type), and a token bound to a key or certificate is never
+// a plain bearer token (binding), whatever token_type allows.
+func TestHandlerRefusesEventAndBoundTokens(t *testing.T) {
+	h := newHandler(t, `jwtguard {
+		secret `+testSecret+`
+		token_type JWT secevent+jwt logout+jwt
+		claim_header sub X-User-Id
+	}`)
+	signTyp := func(typ string, claims jwt.MapClaims) string {
+		claims["exp"] = time.Now().Add(time.Hour).Unix()
+		tk := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+		tk.Header["typ"] = typ
+		s, err := tk.SignedString([]byte(testSecret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	logout := jwt.MapClaims{"sub": "alice", "sid": "s1", "events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}}
+	cases := []struct {
+		name, token, code, reason string
+	}{
+		{"SET", signTyp("secevent+jwt", jwt.MapClaims{"sub": "alice"}), "type", "security event and logout tokens are not access tokens"},
+		{"logout token typ", signTyp("application/logout+jwt", jwt.MapClaims{"sub": "alice"}), "type", "security event and logout tokens are not access tokens"},
+		{"logout token claims, typ JWT", signTyp("JWT", logout), "type", "security event and logout tokens are not access tokens"},
+		{"cnf.jkt", signTyp("JWT", jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}), "binding", "token is bound to a key or certificate"},
+		{"cnf x5t#S256", signTyp("JWT", jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}}), "binding", "token is bound to a key or certificate"},
+		{"cnf not an object", signTyp("JWT", jwt.MapClaims{"sub": "alice", "cnf": "x"}), "claims", "cnf claim is not an object"},
+	}
+	for _, c := range cases {
+		for i := 0; i < 3; i++ { // the verified-token cache must not change the answer
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header.Set("Authorization", "Bearer "+c.token)
+			w, up, repl, err := serve(h, r)
+			code, _ := repl.GetString("http.auth.jwt.error")
+			if status(err) != 401 || up.called || code != c.code {
+				t.Fatalf("%s, try %d: status %d, code %q, upstream called %v; want 401 %s", c.name, i, status(err), code, up.called, c.code)
+			}
+			want := `Bearer realm="jwtguard", error="invalid_token", error_description="` + c.reason + `"`
+			if got := w.Header().Get("WWW-Authenticate"); got != want {
+				t.Fatalf("%s: WWW-Authenticate %s, want %s", c.name, got, want)
+			}
+		}
+	}
+}

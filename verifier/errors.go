@@ -18,6 +18,7 @@ const (
 	CodeIssuer           Code = "issuer"
 	CodeAudience         Code = "audience"
 	CodeLifetime         Code = "lifetime"
+	CodeBinding          Code = "binding"
 	CodeRevoked          Code = "revoked"
 	CodeStoreUnavailable Code = "store_unavailable"
 )
@@ -25,7 +26,7 @@ const (
 // Codes lists every code, for pre-creating metric series.
 var Codes = []Code{CodeMissing, CodeMalformed, CodeAlgorithm, CodeKeysUnavailable,
 	CodeSignature, CodeType, CodeClaims, CodeExpired, CodeNotYetValid, CodeIssuer,
-	CodeAudience, CodeLifetime, CodeRevoked, CodeStoreUnavailable}
+	CodeAudience, CodeLifetime, CodeBinding, CodeRevoked, CodeStoreUnavailable}
 
 // Error is a token that failed verification. Reason is short, fixed text
 // safe to put in an RFC 6750 error_description; it never holds token data.
@@ -52,6 +53,7 @@ var (
 	errKeysUnavail  = fail(CodeKeysUnavailable, "verification keys not loaded yet")
 	errSignature    = fail(CodeSignature, "signature invalid")
 	errType         = fail(CodeType, "token type not accepted")
+	errEventToken   = fail(CodeType, "security event and logout tokens are not access tokens")
 	errNoExp        = fail(CodeClaims, "exp claim missing")
 	errExpired      = fail(CodeExpired, "token expired")
 	errNotBefore    = fail(CodeNotYetValid, "token not valid yet")
@@ -60,5 +62,6 @@ var (
 	errAudience     = fail(CodeAudience, "audience not accepted")
 	errLifetime     = fail(CodeLifetime, "token lifetime too long")
 	errNoIat        = fail(CodeLifetime, "iat claim missing")
+	errBound        = fail(CodeBinding, "token is bound to a key or certificate")
 	errControlChar  = fail(CodeClaims, "claim holds a control character")
 )

@@ -61,6 +61,12 @@ func FuzzParse(f *testing.F) {
 	f.Add(good)
 	f.Add(mintRaw(f, jwt.SigningMethodHS256, k.secret, `{"alg":"HS256","kid":"../x"}`, `{"exp":1767229200,"aud":["a",1]}`))
 	f.Add(mintRaw(f, nil, nil, `{"alg":"none"}`, `{"exp":1767229200}`))
+	// SETs, logout tokens and bound tokens, with their claims well and badly typed
+	f.Add(mintRaw(f, jwt.SigningMethodHS256, k.secret, `{"alg":"HS256","typ":"Application/SecEvent+JWT"}`, `{"exp":1767229200,"events":{"x":{}}}`))
+	f.Add(mintRaw(f, jwt.SigningMethodHS256, k.secret, `{"alg":"HS256","typ":"logout+jwt"}`, `{"exp":1767229200,"events":null,"sid":"s"}`))
+	f.Add(mintRaw(f, jwt.SigningMethodHS256, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200,"cnf":{"jkt":"a","x5t#S256":"b","jwk":{"kty":"OKP"}}}`))
+	f.Add(mintRaw(f, jwt.SigningMethodHS256, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200,"cnf":{"jkt":1,"x5t\u0023S256":[]}}`))
+	f.Add(mintRaw(f, jwt.SigningMethodHS256, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200,"cnf":"x"}`))
 	f.Add("a.b.c")
 	f.Add("..")
 	f.Add(strings.Repeat("e", 100) + "." + strings.Repeat("f", 100) + ".")

@@ -19,6 +19,14 @@ type Token struct {
 	Subject   string
 	JTI       string
 	Audience  []string
+	// JKT and X5T are the thumbprints the token is bound to: cnf.jkt
+	// (RFC 9449, DPoP) and cnf["x5t#S256"] (RFC 8705, a client
+	// certificate); "" when absent.
+	JKT, X5T string
+	// Bound reports a cnf claim with a confirmation method: jkt, x5t#S256
+	// (even empty), or one jwtguard cannot check (RFC 7800 jwk, jwe, kid,
+	// jku), which no proof can then satisfy.
+	Bound bool
 	// Key is the key that verified the signature.
 	Key *Key
 

@@ -62,6 +62,11 @@ type Config struct {
 	// writes into request headers: they are rendered once per token and a
 	// control character in one of them fails the token.
 	HeaderClaims []string
+	// AllowBound lets tokens with a cnf claim through, for a caller that
+	// checks their proof of possession itself (DPoP, mutual TLS) with
+	// Token.JKT and Token.X5T. False (the default) refuses them with
+	// CodeBinding: a bound token is never a plain bearer token.
+	AllowBound bool
 	// CacheEntries bounds the cache of verified tokens; 0 means
 	// DefaultCacheEntries, negative disables the cache.
 	CacheEntries int
@@ -191,6 +196,11 @@ func (v *Verifier) verify(token string, now time.Time) (*Token, error) {
 	if err := v.checkSignature(p, alg); err != nil {
 		return nil, err
 	}
+	// Whatever token_type allows: a logout token or a SET presented as an
+	// access token is a token replayed at the wrong door.
+	if p.events || isEventType(t.Type) {
+		return nil, errEventToken
+	}
 	if len(v.types) > 0 && !v.typeAccepted(t.Type) {
 		return nil, errType
 	}
@@ -238,6 +248,11 @@ func (v *Verifier) verify(token string, now time.Time) (*Token, error) {
 		if t.exp-t.iat > v.cfg.MaxLifetime.Seconds() {
 			return nil, errLifetime
 		}
+	}
+	// Refused before the cache sees it: a bound token accepted without its
+	// proof would make a copied token as good as the key it is bound to.
+	if t.Bound && !v.cfg.AllowBound {
+		return nil, errBound
 	}
 	t.ID = tokenID(t, token[:p.signingInputLen])
 	return t, nil
@@ -324,6 +339,20 @@ func (v *Verifier) typeAccepted(typ string) bool {
 	return false
 }
 
+// isEventType reports the typ of a Security Event Token (RFC 8417) or a
+// logout token (OpenID Connect Back-Channel Logout), compared as
+// normalizeType does and without allocating; a media type parameter is
+// ignored, since this list refuses rather than accepts.
+func isEventType(typ string) bool {
+	if len(typ) > len("application/") && strings.EqualFold(typ[:len("application/")], "application/") {
+		typ = typ[len("application/"):]
+	}
+	if i := strings.IndexByte(typ, ';'); i >= 0 {
+		typ = strings.TrimRight(typ[:i], " \t")
+	}
+	return strings.EqualFold(typ, "secevent+jwt") || strings.EqualFold(typ, "logout+jwt")
+}
+
 // normalizeType compares media types as RFC 7515 §4.1.9 says: without
 // case, and with the "application/" prefix optional.
 func normalizeType(t string) string {
@@ -358,6 +387,7 @@ type parsed struct {
 	alg             string
 	sig             []byte
 	claimsErr       error
+	events          bool // an events claim: a SET or logout token
 
 	memberSpace [12]member
 	headerSpace [4]headerClaim
@@ -488,6 +518,10 @@ func (p *parsed) readClaims(claims []member) {
 			default:
 				t.JTI, t.hasJTI = unquote(m.raw), true
 			}
+		case "events":
+			p.events = true // any value, null included
+		case "cnf":
+			p.readConfirmation(m.raw, kind, bad)
 		case "aud":
 			switch kind {
 			case 's':
@@ -507,6 +541,36 @@ func (p *parsed) readClaims(claims []member) {
 			default:
 				bad("aud", "a string or an array of strings")
 			}
+		}
+	}
+}
+
+// readConfirmation reads the cnf claim (RFC 7800) in the same pass as the
+// other claims: any member makes the token bound, and the two thumbprints
+// jwtguard can check must be strings.
+func (p *parsed) readConfirmation(raw string, kind byte, bad func(name, want string)) {
+	if kind != 'o' {
+		bad("cnf", "an object")
+		return
+	}
+	var space [4]member
+	// Validated with the claim set already; a list on the stack keeps a
+	// usual cnf free of allocation.
+	members, _ := parseObject(raw, space[:0])
+	t := &p.Token
+	for _, m := range members {
+		t.Bound = true
+		if m.name != "jkt" && m.name != "x5t#S256" {
+			continue
+		}
+		if jsonKind(m.raw) != 's' {
+			bad("cnf "+m.name, "a string")
+			continue
+		}
+		if m.name == "jkt" {
+			t.JKT = unquote(m.raw)
+		} else {
+			t.X5T = unquote(m.raw)
 		}
 	}
 }

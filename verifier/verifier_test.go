@@ -37,6 +37,12 @@ func TestAttacks(t *testing.T) {
 		MaxLifetime: 2 * time.Hour,
 	}
 
+	setRoute := hmacRoute
+	setRoute.TokenTypes = []string{"secevent+jwt", "logout+jwt"}
+	// RFC 9449 and RFC 8705 thumbprints (their values are never checked here)
+	const jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+	const x5t = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"
+
 	good := mint(t, hs, k.secret, nil, validClaims())
 	hugeKid := strings.Repeat("A", 10000)
 	attackerJWK := map[string]any{"kty": "RSA", "n": base64.RawURLEncoding.EncodeToString(k.other.N.Bytes()), "e": "AQAB"}
@@ -123,6 +129,47 @@ func TestAttacks(t *testing.T) {
 		{"invalid UTF-8", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, "{\"sub\":\"\xff\",\"exp\":1767229200}"), CodeMalformed},
 		{"deep nesting", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200,"x":`+strings.Repeat("[", 100)+strings.Repeat("]", 100)+`}`), CodeMalformed},
 
+		// a Security Event Token or logout token is never an access token
+		{"SET typ", hmacRoute, mint(t, hs, k.secret, map[string]any{"typ": "secevent+jwt"}, validClaims()), CodeType},
+		{"SET typ with prefix and case", hmacRoute, mint(t, hs, k.secret, map[string]any{"typ": "Application/SecEvent+JWT"}, validClaims()), CodeType},
+		{"logout typ", hmacRoute, mint(t, hs, k.secret, map[string]any{"typ": "logout+jwt"}, validClaims()), CodeType},
+		{"logout typ with prefix and case", hmacRoute, mint(t, hs, k.secret, map[string]any{"typ": "APPLICATION/Logout+JWT"}, validClaims()), CodeType},
+		{"logout typ with a parameter", hmacRoute, mint(t, hs, k.secret, map[string]any{"typ": "logout+jwt; charset=utf-8"}, validClaims()), CodeType},
+		{"SET typ accepted by token_type", setRoute, mint(t, hs, k.secret, map[string]any{"typ": "secevent+jwt"}, validClaims()), CodeType},
+		{"logout typ accepted by token_type", setRoute, mint(t, hs, k.secret, map[string]any{"typ": "application/logout+jwt"}, validClaims()), CodeType},
+		{"events claim", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "events", map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}, "sid", "s1")), CodeType},
+		{"events claim under token_type at+jwt", strict, mint(t, hs, k.secret, map[string]any{"typ": "at+jwt"}, with(validClaims(), "events", map[string]any{"x": map[string]any{}})), CodeType},
+		{"events claim null", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"iss":"https://issuer.example","aud":"api","sub":"x","exp":1767229200,"events":null}`), CodeType},
+		{"events claim spelled with an escape", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"iss":"https://issuer.example","aud":"api","sub":"x","exp":1767229200,"\u0065vents":{}}`), CodeType},
+		{"eventsx claim is not events", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "eventsx", 1, "event", 1)), "ok"},
+
+		// a bound token is never a plain bearer token
+		{"cnf.jkt", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jkt": jkt})), CodeBinding},
+		{"cnf x5t#S256", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"x5t#S256": x5t})), CodeBinding},
+		{"cnf with both", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jkt": jkt, "x5t#S256": x5t})), CodeBinding},
+		{"cnf.jkt empty", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jkt": ""})), CodeBinding},
+		{"cnf x5t#S256 spelled with an escape", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"iss":"https://issuer.example","aud":"api","sub":"x","exp":1767229200,"cnf":{"x5t\u0023S256":"`+x5t+`"}}`), CodeBinding},
+		{"cnf jwk (RFC 7800)", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jwk": attackerJWK})), CodeBinding},
+		{"cnf empty object", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{})), "ok"},
+		{"cnf a string", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", jkt)), CodeClaims},
+		{"cnf an array", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", []string{jkt})), CodeClaims},
+		{"cnf null", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"iss":"https://issuer.example","aud":"api","sub":"x","exp":1767229200,"cnf":null}`), CodeClaims},
+		{"cnf.jkt a number", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jkt": 1})), CodeClaims},
+		{"cnf.jkt null", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jkt": nil})), CodeClaims},
+		{"cnf x5t#S256 an object", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"x5t#S256": map[string]any{}})), CodeClaims},
+		{"cnf.jkt twice", hmacRoute, mintRaw(t, hs, k.secret, `{"alg":"HS256"}`, `{"exp":1767229200,"cnf":{"jkt":"a","jkt":"b"}}`), CodeMalformed},
+		{"cnf.jkt in the header only", hmacRoute, mint(t, hs, k.secret, map[string]any{"cnf": map[string]any{"jkt": jkt}}, validClaims()), "ok"},
+
+		// precedence: the first rule in SPEC order wins
+		{"SET typ and bad signature", hmacRoute, mint(t, hs, []byte("an attacker's secret of 32 bytes!"), map[string]any{"typ": "secevent+jwt"}, validClaims()), CodeSignature},
+		{"events claim and no exp", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "events", map[string]any{}, "exp", nil)), CodeType},
+		{"logout typ and expired", hmacRoute, mint(t, hs, k.secret, map[string]any{"typ": "logout+jwt"}, with(validClaims(), "exp", 1)), CodeType},
+		{"bound and bad signature", hmacRoute, mint(t, hs, []byte("an attacker's secret of 32 bytes!"), nil, with(validClaims(), "cnf", map[string]any{"jkt": jkt})), CodeSignature},
+		{"bound and SET typ", hmacRoute, mint(t, hs, k.secret, map[string]any{"typ": "secevent+jwt"}, with(validClaims(), "cnf", map[string]any{"jkt": jkt})), CodeType},
+		{"bound and expired", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jkt": jkt}, "exp", testNow.Unix()-1)), CodeExpired},
+		{"bound and wrong audience", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"x5t#S256": x5t}, "aud", "other")), CodeAudience},
+		{"bound and lifetime over max", strict, mint(t, hs, k.secret, map[string]any{"typ": "at+jwt"}, with(validClaims(), "cnf", map[string]any{"jkt": jkt}, "exp", testNow.Unix()+3*3600)), CodeLifetime},
+		{"cnf.jkt a number and expired", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jkt": 1}, "exp", 1)), CodeClaims},
 		// precedence: the first rule in SPEC order wins
 		{"expired and wrong issuer", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "exp", testNow.Unix()-1, "iss", "evil")), CodeExpired},
 		{"bad signature and expired", hmacRoute, mint(t, hs, []byte("an attacker's secret of 32 bytes!"), nil, with(validClaims(), "exp", 1)), CodeSignature},
@@ -581,3 +628,55 @@ func TestManyClaims(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundTokens: a token with cnf carries its thumbprints for the
+// proof-of-possession checks; without AllowBound it is refused, and a
+// refused token is never cached.
+func TestBoundTokens(t *testing.T) {
+	k := keys(t)
+	const jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+	const x5t = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"
+	bound := mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "cnf", map[string]any{"jkt": jkt, "x5t#S256": x5t}))
+	plain := mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims())
+
+	v := newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}})
+	for i := 0; i < 3; i++ {
+		if _, err := v.Verify(bound); code(err) != CodeBinding {
+			t.Fatalf("try %d: got %v, want binding", i, err)
+		}
+	}
+	if n := v.cache.len(); n != 0 {
+		t.Fatalf("a refused bound token is cached (%d entries)", n)
+	}
+	if tok, err := v.Verify(plain); err != nil || tok.Bound || tok.JKT != "" || tok.X5T != "" {
+		t.Fatalf("unbound token: %v, bound %v, jkt %q, x5t %q", err, tok != nil && tok.Bound, tok.JKT, tok.X5T)
+	}
+
+	v = newVerifier(t, Config{Keys: []*Key{hmacKey(t, k.secret)}, AllowBound: true})
+	for i := 0; i < 3; i++ { // first sight, admission, from the cache
+		tok, err := v.Verify(bound)
+		if err != nil || !tok.Bound || tok.JKT != jkt || tok.X5T != x5t {
+			t.Fatalf("round %d with AllowBound: %v, bound %v, jkt %q, x5t %q", i, err, tok != nil && tok.Bound, tok.JKT, tok.X5T)
+		}
+	}
+	if v.cache.len() != 1 {
+		t.Fatal("an accepted bound token is not cached")
+	}
+	// Only one thumbprint, or an empty one, is still bound.
+	for _, cnf := range []map[string]any{{"jkt": jkt}, {"x5t#S256": x5t}, {"jkt": ""}, {"jwk": map[string]any{"kty": "OKP"}}} {
+		tok, err := v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "cnf", cnf)))
+		if err != nil || !tok.Bound {
+			t.Errorf("cnf %v: %v, bound %v", cnf, err, err == nil && tok.Bound)
+			continue
+		}
+		if tok.JKT != str(cnf["jkt"]) || tok.X5T != str(cnf["x5t#S256"]) {
+			t.Errorf("cnf %v: jkt %q, x5t %q", cnf, tok.JKT, tok.X5T)
+		}
+	}
+	// Inspect reads them too, for revocation and tooling.
+	if in, err := Inspect(bound); err != nil || in.JKT != jkt || in.X5T != x5t || !in.Bound {
+		t.Fatalf("Inspect: %v", err)
+	}
+}
+
+func str(v any) string { s, _ := v.(string); return s }
