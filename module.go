@@ -3,7 +3,9 @@ package jwtguard
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/textproto"
 	"os"
 	"strings"
 	"sync"
@@ -47,7 +49,9 @@ func init() {
 //
 // Every header named in claim_headers, and its spellings with `_` or `.`
 // in place of `-`, is removed from every request before anything else, so
-// a client can never forge one.
+// a client can never forge one; so are request trailers of those names,
+// and those names in the Connection header, which would have the proxy
+// drop the claim headers as hop-by-hop.
 type Handler struct {
 	// Where the token comes from, tried in order. Default: the
 	// Authorization header with the Bearer scheme.
@@ -325,7 +329,7 @@ func (h *Handler) Validate() error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	h.dropForgedHeaders(r.Header)
+	h.dropForgedHeaders(r)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 
 	raw, from, repeated, found := verifier.Extract(r, h.sources)
@@ -408,19 +412,118 @@ func (h *Handler) checkRevoked(tok *verifier.Token) *verifier.Error {
 
 // dropForgedHeaders deletes every incoming header that could be taken for
 // a claim header: the name itself and its spellings with '_' or '.' for
-// '-', which CGI-style upstreams fold together.
-func (h *Handler) dropForgedHeaders(hdr http.Header) {
+// '-', which CGI-style upstreams fold together. Those names also leave the
+// Connection header (a proxy would drop the claim headers as hop-by-hop)
+// and the request's trailers (a proxy would forward them after the body).
+func (h *Handler) dropForgedHeaders(r *http.Request) {
 	if len(h.headers) == 0 {
 		return
 	}
+	hdr := r.Header
 	for name := range hdr {
-		for _, want := range h.headers {
-			if sameHeader(name, want) {
-				delete(hdr, name)
-				break
+		if h.isClaimHeader(name) {
+			delete(hdr, name)
+		}
+	}
+	h.dropFromList(hdr, "Connection")
+	h.dropFromList(hdr, "Trailer")
+	h.dropForgedTrailers(r)
+}
+
+func (h *Handler) isClaimHeader(name string) bool {
+	for _, want := range h.headers {
+		if sameHeader(name, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropFromList removes the claim header names from every line of a
+// comma-separated list header, such as Connection; a line left empty
+// goes. Lines that name no claim header are kept as they are, and nothing
+// is allocated unless one does.
+func (h *Handler) dropFromList(hdr http.Header, key string) {
+	lines := hdr[key]
+	i := 0
+	for i < len(lines) && !h.namesClaimHeader(lines[i]) {
+		i++
+	}
+	if i == len(lines) {
+		return
+	}
+	kept := append(make([]string, 0, len(lines)), lines[:i]...)
+	for _, line := range lines[i:] {
+		if h.namesClaimHeader(line) {
+			var parts []string
+			for el := range strings.SplitSeq(line, ",") {
+				if el = textproto.TrimString(el); el != "" && !h.isClaimHeader(el) {
+					parts = append(parts, el)
+				}
+			}
+			if len(parts) == 0 {
+				continue
+			}
+			line = strings.Join(parts, ", ")
+		}
+		kept = append(kept, line)
+	}
+	if len(kept) == 0 {
+		delete(hdr, key)
+	} else {
+		hdr[key] = kept
+	}
+}
+
+// namesClaimHeader reports whether a comma-separated list names a claim
+// header, its elements trimmed as Caddy's reverse proxy trims them.
+func (h *Handler) namesClaimHeader(list string) bool {
+	for list != "" {
+		var el string
+		el, list, _ = strings.Cut(list, ",")
+		if h.isClaimHeader(textproto.TrimString(el)) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropForgedTrailers deletes claim header names from the request's
+// trailers. Declared ones are in r.Trailer already; the values arrive when
+// the body is read to its end, after this handler has run: net/http then
+// merges every trailer the client sent, declared or not, into that map,
+// and Caddy's reverse proxy copies the map at the same EOF. So the body is
+// wrapped to delete them again at EOF, before any reader above sees it.
+// Only bodies that can carry trailers are wrapped: of unknown length
+// (chunked) or with trailers declared.
+func (h *Handler) dropForgedTrailers(r *http.Request) {
+	for name := range r.Trailer {
+		if h.isClaimHeader(name) {
+			delete(r.Trailer, name)
+		}
+	}
+	if r.Body != nil && r.Body != http.NoBody && (r.Trailer != nil || r.ContentLength < 0) {
+		r.Body = &trailerGuard{ReadCloser: r.Body, req: r, h: h}
+	}
+}
+
+// trailerGuard deletes forged trailers once the body it wraps has ended.
+type trailerGuard struct {
+	io.ReadCloser
+	req *http.Request
+	h   *Handler
+}
+
+func (b *trailerGuard) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		for name := range b.req.Trailer {
+			if b.h.isClaimHeader(name) {
+				delete(b.req.Trailer, name)
 			}
 		}
 	}
+	return n, err
 }
 
 func sameHeader(a, b string) bool {

@@ -3,10 +3,13 @@ package jwtguard
 // Regression tests for findings of a security review.
 
 import (
+	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +18,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
@@ -184,5 +190,89 @@ func TestRegressionOptionalSecondValueRefused(t *testing.T) {
 		if status(err) != 401 || up.called || code != "malformed" {
 			t.Errorf("%s: status %d, code %q, upstream called %v; want 401 malformed", c.name, status(err), code, up.called)
 		}
+	}
+}
+
+// Caddy's reverse proxy deletes the headers named in Connection after
+// jwtguard wrote them: a client naming a claim header there would strip
+// the upstream's identity headers from an authenticated request.
+func TestRegressionConnectionNamesClaimHeader(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n claim_header sub X-User-Id\n claim_header email X-Email\n optional\n}")
+	tok := sign(t, jwt.MapClaims{"sub": "alice", "email": "a@example.com"})
+	cases := []struct {
+		lines, want []string
+	}{
+		{[]string{"X-User-Id"}, nil},
+		{[]string{"keep-alive, x-user-id ,\tX-Email"}, []string{"keep-alive"}},
+		{[]string{"X_User_Id", "x.email, close", "Upgrade"}, []string{"close", "Upgrade"}},
+		{[]string{"keep-alive", "X-User-Idx, X-Users-Id"}, []string{"keep-alive", "X-User-Idx, X-Users-Id"}},
+	}
+	for _, c := range cases {
+		for _, auth := range []string{"Bearer " + tok, ""} { // authenticated and anonymous
+			r := httptest.NewRequest("GET", "/", nil)
+			if auth != "" {
+				r.Header.Set("Authorization", auth)
+			}
+			r.Header["Connection"] = append([]string(nil), c.lines...)
+			_, up, _, err := serve(h, r)
+			if err != nil || !up.called {
+				t.Fatalf("Connection %q: %v", c.lines, err)
+			}
+			got, ok := up.req.Header["Connection"]
+			if strings.Join(got, "|") != strings.Join(c.want, "|") || (c.want == nil && ok) {
+				t.Errorf("Connection %q (auth %v): upstream got %q, want %q", c.lines, auth != "", got, c.want)
+			}
+		}
+	}
+}
+
+// Request trailers arrive with the end of the body, after the handler ran;
+// net/http merges every trailer sent, declared or not, into r.Trailer,
+// which Caddy's reverse proxy forwards.
+func TestRegressionClaimTrailersDropped(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n claim_header sub X-User-Id\n optional\n}")
+	tok := sign(t, jwt.MapClaims{"sub": "alice"})
+	for _, declared := range []string{"Trailer: X-Other\r\n", "Trailer: X-User-Id, X-Other\r\n", "Trailer: x_user_id\r\nTrailer: X-Other\r\n"} {
+		for _, auth := range []string{"Authorization: Bearer " + tok + "\r\n", ""} {
+			raw := "POST / HTTP/1.1\r\nHost: example.com\r\n" + auth + "Transfer-Encoding: chunked\r\n" + declared +
+				"\r\n5\r\nhello\r\n0\r\nX-User-Id: admin\r\nX_User_Id: admin\r\nX.User.Id: admin\r\nX-Other: o\r\n\r\n"
+			r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var trailer http.Header
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				for name := range r.Trailer {
+					if sameHeader(name, "X-User-Id") {
+						t.Errorf("%q: a declared trailer %s reached the next handler", declared, name)
+					}
+				}
+				if b, _ := io.ReadAll(r.Body); string(b) != "hello" {
+					t.Errorf("%q: body %q", declared, b)
+				}
+				trailer = r.Trailer
+				return nil
+			})
+			ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+			if err := h.ServeHTTP(httptest.NewRecorder(), r.WithContext(ctx), next); err != nil {
+				t.Fatal(err)
+			}
+			for name, v := range trailer {
+				if sameHeader(name, "X-User-Id") {
+					t.Errorf("%q (auth %v): trailer %s: %q reached the next handler", declared, auth != "", name, v)
+				}
+			}
+			if trailer.Get("X-Other") != "o" {
+				t.Errorf("%q: trailer X-Other lost: %v", declared, trailer)
+			}
+		}
+	}
+	// A Trailer header (kept by net/http when the body is not chunked)
+	// loses the names too.
+	r := httptest.NewRequest("POST", "/", strings.NewReader("x"))
+	r.Header["Trailer"] = []string{"X-User-Id, X-Other"}
+	_, up, _, err := serve(h, r)
+	if err != nil || strings.Join(up.req.Header["Trailer"], "|") != "X-Other" {
+		t.Errorf("Trailer header upstream: %q (%v), want X-Other", up.req.Header["Trailer"], err)
 	}
 }
