@@ -264,7 +264,7 @@ func validKind(k revocation.Kind) bool {
 
 // runningStore finds the store of the running config.
 func runningStore() (*revocation.Store, error) {
-	app := current.Load()
+	app := currentApp()
 	if app == nil {
 		return nil, apiError(http.StatusServiceUnavailable, "no jwtguard app is running: no config uses jwtguard with revocation")
 	}

@@ -23,8 +23,8 @@ func BenchmarkAdminRevoke(b *testing.B) {
 	}
 	defer s.Close()
 	app := testApp(s)
-	current.Store(app)
-	defer current.CompareAndSwap(app, nil)
+	app.Start()
+	defer app.Stop()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := (adminAPI{}).serve(w, r); err != nil {
 			apiErr := err.(caddy.APIError)

@@ -25,9 +25,9 @@ func withRunningStore(t *testing.T) *revocation.Store {
 		t.Fatal(err)
 	}
 	app := testApp(s)
-	current.Store(app)
+	app.Start()
 	t.Cleanup(func() {
-		current.CompareAndSwap(app, nil)
+		app.Stop()
 		s.Close()
 	})
 	return s

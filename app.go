@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -28,9 +30,25 @@ func init() {
 // one, and Badger allows one opener per directory.
 var stores = caddy.NewUsagePool()
 
-// current is the running config's app, for the admin API, which Caddy
-// rebuilds on every load and never cleans up.
-var current atomic.Pointer[App]
+// running lists the apps started and not yet stopped, newest last: the
+// admin API, which Caddy rebuilds on every load and never cleans up, uses
+// the newest. During a reload the new app starts before the old one stops;
+// when a reload fails after the new app started, Caddy stops the new one
+// and the old config goes on serving, so the old app is current again.
+var running struct {
+	sync.Mutex
+	apps []*App
+}
+
+// currentApp returns the app of the running config, or nil.
+func currentApp() *App {
+	running.Lock()
+	defer running.Unlock()
+	if n := len(running.apps); n > 0 {
+		return running.apps[n-1]
+	}
+	return nil
+}
 
 // App owns jwtguard's revocation store: one Badger database per
 // directory, opened when the app starts (not in Provision, so that `caddy
@@ -52,6 +70,7 @@ type hold struct {
 	acquired bool
 	cleaned  bool
 	store    atomic.Pointer[revocation.Store]
+	grace    atomic.Int64 // the largest leeway of this config's handlers, in nanoseconds
 }
 
 // CaddyModule returns the Caddy module information.
@@ -83,16 +102,32 @@ func (a *App) Start() error {
 	if _, err := a.Store(); err != nil {
 		return err
 	}
-	current.Store(a)
+	running.Lock()
+	running.apps = append(running.apps, a)
+	running.Unlock()
 	return nil
 }
 
-// Stop hands the admin API over to the next config; the store stays held
-// until Cleanup, since requests already in this config's handlers may
+// Stop hands the admin API over to the config that is running now (the
+// next one, or after a failed reload the previous one); the store stays
+// held until Cleanup, since requests already in this config's handlers may
 // still be checking it.
 func (a *App) Stop() error {
-	current.CompareAndSwap(a, nil)
+	running.Lock()
+	running.apps = slices.DeleteFunc(running.apps, func(x *App) bool { return x == a })
+	running.Unlock()
 	return nil
+}
+
+// useLeeway tells the app that one of its handlers accepts tokens up to d
+// past their exp: revocations must hold that long past it too.
+func (a *App) useLeeway(d time.Duration) {
+	for {
+		old := a.hold.grace.Load()
+		if int64(d) <= old || a.hold.grace.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
 }
 
 // Cleanup releases this config's hold on the store; the last holder closes
@@ -133,8 +168,9 @@ func (a *App) Store() (*revocation.Store, error) {
 	if h.cleaned {
 		return nil, errNoStore
 	}
+	grace := time.Duration(a.hold.grace.Load())
 	val, _, err := stores.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
-		s, err := revocation.Open(a.dir, revocation.Options{Logger: a.logger.Named("store")})
+		s, err := revocation.Open(a.dir, revocation.Options{Logger: a.logger.Named("store"), Grace: grace})
 		if err != nil {
 			return nil, err
 		}
@@ -145,6 +181,7 @@ func (a *App) Store() (*revocation.Store, error) {
 		return nil, fmt.Errorf("opening revocation store in %s: %w", a.dir, err)
 	}
 	s := val.(openStore).Store
+	s.SetGrace(grace) // a store a previous config opened: raise it to this config's leeway
 	h.acquired = true
 	h.store.Store(s)
 	return s, nil

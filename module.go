@@ -157,6 +157,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.app = app.(*App)
 	}
+	if h.app != nil {
+		h.app.useLeeway(time.Duration(h.Leeway))
+	}
 	h.sources = h.From
 	if len(h.sources) == 0 {
 		h.sources = verifier.DefaultSources

@@ -266,16 +266,19 @@ func (s *subjects) match(k hkey, t *Token, now *lazyNow) bool {
 }
 
 // lazyNow reads the clock at most once, and only when something matched:
-// most tokens match nothing and never pay for it.
+// most tokens match nothing and never pay for it. It runs back seconds
+// behind the clock: an entry matches for the store's grace period past its
+// expiry.
 type lazyNow struct {
 	clock func() time.Time
+	back  int64
 	v     int64
 	ok    bool
 }
 
 func (n *lazyNow) get() int64 {
 	if !n.ok {
-		n.v, n.ok = n.clock().Unix(), true
+		n.v, n.ok = n.clock().Unix()-n.back, true
 	}
 	return n.v
 }

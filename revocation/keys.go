@@ -15,12 +15,12 @@ import (
 //
 //	x/ <expires secs BE> <id>         -> value record
 //
-// All four are written and deleted in one transaction. e/, i/ and k/ carry
-// a Badger TTL, so they vanish on their own even while Caddy is down. x/
-// has none: it is the sweep's to-do list, deleted when the sweep takes the
-// entry out of the index (or with the entry by Delete), so an entry leaves
-// the index exactly once, even when it is stored again after expiring and
-// before the sweep came by.
+// All four are written and deleted in one transaction. None carries a
+// Badger TTL: an entry outlives its expiry by the store's grace period,
+// which may grow after it was written. x/ is the sweep's to-do list: the
+// sweep deletes the entry's keys and takes it out of the index (Delete
+// removes all four), so an entry leaves the index exactly once, even when
+// it is stored again after expiring and before the sweep came by.
 const (
 	entryPrefix  = "e/"
 	idPrefix     = "i/"

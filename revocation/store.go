@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -25,9 +26,13 @@ type Options struct {
 	// InMemory keeps everything in memory (unit tests only); dir is ignored.
 	InMemory bool
 	// Now is the clock for created_at, expiry and the default before.
-	// Default time.Now. It must not run behind the wall clock, by which
-	// Badger's TTLs drop entries (tests may run it ahead).
+	// Default time.Now.
 	Now func() time.Time
+	// Grace is how long an entry keeps matching after its expires_at: the
+	// largest leeway of the handlers using the store, so that a token
+	// accepted up to leeway past its exp stays revoked as long. Rounded up
+	// to the second. See SetGrace.
+	Grace time.Duration
 	// GCInterval is how often Badger's value-log GC runs. Default 10m.
 	GCInterval time.Duration
 	// SweepInterval is how often expired entries are taken out of the
@@ -58,9 +63,11 @@ type Store struct {
 
 	// wmu is held shared by Add, Delete, Get and List, and exclusively by
 	// the sweep and Close, so a sweep sees no write half done.
-	wmu        sync.RWMutex
-	closed     bool
-	sweptUntil int64 // unix seconds: entries expiring by then are out of the index
+	wmu      sync.RWMutex
+	closed   bool
+	sweptExp int64 // unix seconds: entries whose expires_at is at or before it are gone
+
+	grace atomic.Int64 // seconds an entry outlives its expires_at; only grows
 
 	// stripes serialize Add and Delete of one ID (by its first byte), so
 	// the index follows Badger in the same order, while different IDs
@@ -109,6 +116,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening revocation store %s: %w", dir, err)
 	}
 	s := &Store{db: db, dir: dir, log: log, clock: clock, ix: newIndex(), stop: make(chan struct{})}
+	s.SetGrace(opts.Grace)
 	start := time.Now()
 	if err := s.load(); err != nil {
 		_ = db.Close()
@@ -150,7 +158,7 @@ func badgerOptions(dir string, inMemory bool, log *zap.Logger) badger.Options {
 // load fills the index from Badger. Entries that expired while the store
 // was closed are skipped, and their sweep bookkeeping is dropped.
 func (s *Store) load() error {
-	now := s.clock().Unix()
+	cut := s.cutoff(s.clock())
 	ix := s.ix
 	ix.bulk = true
 	var last int64
@@ -165,7 +173,7 @@ func (s *Store) load() error {
 					return fmt.Errorf("key %x: %w", item.Key(), err)
 				}
 				last = max(last, r.created)
-				if !expiredAt(r.expires, now) {
+				if !expiredAt(r.expires, cut) {
 					ix.add(ix.refOf(&r))
 				}
 				return nil
@@ -185,21 +193,20 @@ func (s *Store) load() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	// Entries that had expired when loading began were skipped: drop their
-	// x/ keys without touching the index.
-	if err := s.sweepLocked(now, false); err != nil {
+	// keys without touching the index.
+	if err := s.sweepLocked(cut, false); err != nil {
 		return err
 	}
-	// Entries expiring during the load were read or not, as Badger's clock
-	// had it: a normal sweep takes out those that were (removing one that
-	// was not changes nothing, and no other copy of it can be loaded).
-	return s.sweepLocked(s.clock().Unix(), true)
+	// Entries expiring during the load were loaded: a normal sweep takes
+	// them out (removing one that was not loaded changes nothing).
+	return s.sweepLocked(s.cutoff(s.clock()), true)
 }
 
 // Add stores e and puts it in the index. It validates e (errors wrap
 // ErrInvalid), derives its ID, sets CreatedAt, and returns once the entry
 // is synced to disk. An entry with the same ID already stored is returned
-// as it is, with created false. Add ignores e.CreatedAt; e.ID, if set, must
-// be the derived one.
+// with created false, its expiry extended to e's if that is later (see
+// extend). Add ignores e.CreatedAt; e.ID, if set, must be the derived one.
 func (s *Store) Add(e Entry) (stored Entry, created bool, err error) {
 	s.wmu.RLock()
 	defer s.wmu.RUnlock()
@@ -223,11 +230,11 @@ func (s *Store) Add(e Entry) (stored Entry, created bool, err error) {
 		return Entry{}, false, fmt.Errorf("reading revocation %s: %w", e.ID, err)
 	}
 	if found {
-		if !expiredAt(old.expires, s.viewNow(now)) {
-			return old.entry(e.ID), false, nil
+		if !expiredAt(old.expires, s.deadline(now)) {
+			return s.extend(txn, &old, &id, e.ExpiresAt)
 		}
-		// Expired by our clock though Badger still shows it: replace it.
-		// Its x/ key stays, and the sweep takes its share out of the index.
+		// Expired, but not swept yet: replace it. Its x/ key stays, and
+		// the sweep takes its share out of the index.
 		if err := deleteAll(txn, &old, &id, false); err != nil {
 			return Entry{}, false, fmt.Errorf("storing revocation %s: %w", e.ID, err)
 		}
@@ -255,7 +262,11 @@ func (s *Store) Add(e Entry) (stored Entry, created bool, err error) {
 
 	x := s.ix.refOf(&rec)
 	if err := <-done; err != nil {
-		return Entry{}, false, s.reconcile(&id, c, x, true, fmt.Errorf("storing revocation %s: %w", e.ID, err))
+		return Entry{}, false, s.reconcile(&id, fmt.Errorf("storing revocation %s: %w", e.ID, err), func(r *record) {
+			if r != nil && r.created == c {
+				s.ix.add(x)
+			}
+		})
 	}
 	s.mu.Lock()
 	s.ix.add(x)
@@ -280,7 +291,7 @@ func (s *Store) Get(id string) (Entry, bool, error) {
 	)
 	err := s.db.View(func(txn *badger.Txn) error {
 		r, ok, err := lookup(txn, &raw)
-		if ok && !expiredAt(r.expires, s.viewNow(s.clock())) {
+		if ok && !expiredAt(r.expires, s.deadline(s.clock())) {
 			e, found = r.entry(id), true
 		}
 		return err
@@ -313,7 +324,7 @@ func (s *Store) Delete(id string) (Entry, bool, error) {
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("reading revocation %s: %w", id, err)
 	}
-	if !found || expiredAt(r.expires, s.viewNow(s.clock())) {
+	if !found || expiredAt(r.expires, s.deadline(s.clock())) {
 		return Entry{}, false, nil
 	}
 	if err := deleteAll(txn, &r, &raw, true); err != nil {
@@ -321,7 +332,11 @@ func (s *Store) Delete(id string) (Entry, bool, error) {
 	}
 	x := s.ix.refOf(&r)
 	if err := txn.Commit(); err != nil {
-		return Entry{}, false, s.reconcile(&raw, r.created, x, false, fmt.Errorf("deleting revocation %s: %w", id, err))
+		return Entry{}, false, s.reconcile(&raw, fmt.Errorf("deleting revocation %s: %w", id, err), func(now *record) {
+			if now == nil || now.created != r.created {
+				s.ix.remove(x)
+			}
+		})
 	}
 	s.mu.Lock()
 	s.ix.remove(x)
@@ -361,7 +376,7 @@ func (s *Store) List(kind Kind, cursor string, limit int) (entries []Entry, next
 	if s.closed {
 		return nil, "", ErrClosed
 	}
-	now := s.viewNow(s.clock())
+	now := s.deadline(s.clock())
 	var lastPos []byte
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: kind == "", PrefetchSize: min(limit+1, 100)})
@@ -416,7 +431,7 @@ func (s *Store) List(kind Kind, cursor string, limit int) (entries []Entry, next
 // lost step with Badger after a failed write): the caller must then refuse
 // the request (fail closed).
 func (s *Store) Revoked(t *Token) (bool, error) {
-	now := lazyNow{clock: s.clock}
+	now := lazyNow{clock: s.clock, back: s.grace.Load()}
 	s.mu.RLock()
 	if s.err != nil {
 		err := s.err
@@ -472,22 +487,48 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// viewNow is the time used to decide whether an entry has expired: never
-// earlier than the last sweep, so a clock stepping back cannot revive an
-// entry the sweep already took out of the index.
-func (s *Store) viewNow(now time.Time) int64 {
-	return max(now.Unix(), s.sweptUntil)
+// SetGrace raises how long entries keep matching after their expires_at
+// (Options.Grace) to d, rounded up to the second; a smaller d changes
+// nothing, since handlers of an older config may still accept tokens that
+// much past their exp. Entries already swept stay gone.
+func (s *Store) SetGrace(d time.Duration) {
+	secs := int64((d + time.Second - 1) / time.Second)
+	for {
+		old := s.grace.Load()
+		if secs <= old || s.grace.CompareAndSwap(old, secs) {
+			return
+		}
+	}
+}
+
+// Grace returns the current grace period.
+func (s *Store) Grace() time.Duration { return time.Duration(s.grace.Load()) * time.Second }
+
+// cutoff is the latest expires_at that is dead at now: entries are kept
+// for the grace period after it.
+func (s *Store) cutoff(now time.Time) int64 {
+	return now.Unix() - s.grace.Load()
+}
+
+// deadline is the cutoff for reads and writes: never earlier than the last
+// sweep's, so a clock stepping back cannot revive an entry the sweep
+// already took out of the index and off the disk.
+func (s *Store) deadline(now time.Time) int64 {
+	return max(s.cutoff(now), s.sweptExp)
 }
 
 // reconcile runs after a failed commit. Badger may still have applied the
 // write (a failed sync after the memtable took it), and then it serves the
-// entry: make the index agree with what Badger shows. If even that cannot
-// be read, Revoked fails closed from now on.
-func (s *Store) reconcile(id *[idLen]byte, created int64, x ref, adding bool, cause error) error {
-	var present bool
+// entry: fix, called with the index locked and the record Badger now
+// shows for id (nil: none), makes the index agree. If even that cannot be
+// read, Revoked fails closed from now on.
+func (s *Store) reconcile(id *[idLen]byte, cause error, fix func(stored *record)) error {
+	var stored *record
 	err := s.db.View(func(txn *badger.Txn) error {
 		r, ok, err := lookup(txn, id)
-		present = ok && r.created == created
+		if ok {
+			stored = &r
+		}
 		return err
 	})
 	if err != nil {
@@ -500,13 +541,55 @@ func (s *Store) reconcile(id *[idLen]byte, created int64, x ref, adding bool, ca
 		return cause
 	}
 	s.mu.Lock()
-	if adding && present {
-		s.ix.add(x)
-	} else if !adding && !present {
-		s.ix.remove(x)
-	}
+	fix(stored)
 	s.mu.Unlock()
 	return cause
+}
+
+// extend answers an Add of an entry that is already stored and live: its
+// expiry becomes the later of the two, none being later than any, so
+// posting a revocation again never shortens it and extending it leaves no
+// gap. The other fields stay as stored. The caller holds the ID's stripe
+// and wmu shared.
+func (s *Store) extend(txn *badger.Txn, old *record, id *[idLen]byte, want *time.Time) (Entry, bool, error) {
+	e := old.entry(idString(id))
+	var exp int64
+	if want != nil {
+		exp = want.Unix()
+	}
+	if old.expires == 0 || (exp != 0 && exp <= old.expires) {
+		return e, false, nil
+	}
+	e.ExpiresAt = nil
+	if exp != 0 {
+		t := time.Unix(exp, 0).UTC()
+		e.ExpiresAt = &t
+	}
+	val := encodeValue(&e)
+	rec, err := decodeValue(val)
+	if err == nil {
+		err = txn.Delete(expiryKey(old.expires, id))
+	}
+	if err == nil {
+		err = setAll(txn, &rec, val, id)
+	}
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("extending revocation %s: %w", e.ID, err)
+	}
+	from, to := s.ix.refOf(old), s.ix.refOf(&rec)
+	if err := txn.Commit(); err != nil {
+		return Entry{}, false, s.reconcile(id, fmt.Errorf("extending revocation %s: %w", e.ID, err), func(r *record) {
+			if r != nil && r.created == rec.created && r.expires == rec.expires {
+				s.ix.remove(from)
+				s.ix.add(to)
+			}
+		})
+	}
+	s.mu.Lock()
+	s.ix.remove(from)
+	s.ix.add(to)
+	s.mu.Unlock()
+	return e, false, nil
 }
 
 // lookup reads an entry by ID inside txn.
@@ -540,9 +623,9 @@ func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
 	return item.ValueCopy(nil)
 }
 
-// setAll writes every key of an entry. Badger's TTL is set as the absolute
-// expiry (what WithTTL computes from a duration), so Badger drops the keys
-// at exactly the second the index stops matching.
+// setAll writes every key of an entry. None carries a Badger TTL: how long
+// an entry outlives its expiry depends on the grace period, which can grow
+// after the entry was written, so the sweep deletes it.
 func setAll(txn entrySetter, r *record, val []byte, id *[idLen]byte) error {
 	var created [8]byte
 	binary.BigEndian.PutUint64(created[:], uint64(r.created))
@@ -551,11 +634,7 @@ func setAll(txn entrySetter, r *record, val []byte, id *[idLen]byte) error {
 		{idKey(id), created[:]},
 		{kindKey(kindCode(r.kind), r.created, id), nil},
 	} {
-		e := badger.NewEntry(kv[0], kv[1])
-		if r.expires != 0 {
-			e.ExpiresAt = uint64(r.expires)
-		}
-		if err := txn.SetEntry(e); err != nil {
+		if err := txn.SetEntry(badger.NewEntry(kv[0], kv[1])); err != nil {
 			return err
 		}
 	}
@@ -593,24 +672,27 @@ func idString(id *[idLen]byte) string {
 // sweepBatch bounds one sweep transaction, well under Badger's batch limit.
 const sweepBatch = 1000
 
-// sweep takes entries that have expired out of the index.
+// sweep takes entries that have expired, grace period included, out of
+// the index and off the disk.
 func (s *Store) sweep() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed {
 		return nil
 	}
-	return s.sweepLocked(s.clock().Unix(), true)
+	return s.sweepLocked(s.cutoff(s.clock()), true)
 }
 
-// sweepLocked deletes the x/ keys of entries expiring by now and, with
-// inIndex, takes those entries out of the index. Caller holds wmu.
-func (s *Store) sweepLocked(now int64, inIndex bool) error {
-	now = max(now, s.sweptUntil)
-	end := expiryKey(now+1, &[idLen]byte{})
+// sweepLocked deletes the entries whose expires_at is at or before cut
+// (their x/ key, and their other keys unless the ID was stored again
+// since) and, with inIndex, takes them out of the index. Caller holds wmu.
+func (s *Store) sweepLocked(cut int64, inIndex bool) error {
+	cut = max(cut, s.sweptExp)
+	end := expiryKey(cut+1, &[idLen]byte{})
 	for {
 		var (
 			keys [][]byte
+			recs []*record // recs[i] is keys[i]'s entry; nil if corrupt
 			refs []ref
 		)
 		err := s.db.View(func(txn *badger.Txn) error {
@@ -621,31 +703,35 @@ func (s *Store) sweepLocked(now int64, inIndex bool) error {
 				if bytes.Compare(item.Key(), end) >= 0 {
 					break
 				}
-				keys = append(keys, item.KeyCopy(nil))
-				if !inIndex {
-					continue
-				}
-				err := item.Value(func(v []byte) error {
-					r, err := decodeValue(v)
-					if err != nil {
-						// Drop the key anyway: the entry matches nothing by now.
-						s.log.Error("skipping corrupt expiry record", zap.Binary("key", item.Key()), zap.Error(err))
-						return nil
-					}
-					refs = append(refs, s.ix.refOf(&r))
-					return nil
-				})
+				v, err := item.ValueCopy(nil)
 				if err != nil {
 					return err
+				}
+				keys = append(keys, item.KeyCopy(nil))
+				r, err := decodeValue(v)
+				if err != nil {
+					// Drop the key anyway: the entry matches nothing by now.
+					s.log.Error("skipping corrupt expiry record", zap.Binary("key", item.Key()), zap.Error(err))
+					recs = append(recs, nil)
+					continue
+				}
+				recs = append(recs, &r)
+				if inIndex {
+					refs = append(refs, s.ix.refOf(&r))
 				}
 			}
 			return nil
 		})
 		if err == nil && len(keys) > 0 {
 			err = s.db.Update(func(txn *badger.Txn) error {
-				for _, k := range keys {
+				for i, k := range keys {
 					if err := txn.Delete(k); err != nil {
 						return err
+					}
+					if recs[i] != nil {
+						if err := deleteSwept(txn, recs[i], k[len(expiryPrefix)+8:]); err != nil {
+							return err
+						}
 					}
 				}
 				return nil
@@ -665,7 +751,30 @@ func (s *Store) sweepLocked(now int64, inIndex bool) error {
 			break
 		}
 	}
-	s.sweptUntil = now
+	s.sweptExp = cut
+	return nil
+}
+
+// deleteSwept deletes the keys of an expired entry. Its e/ and k/ keys are
+// its own (they carry its created time); the i/ key is shared by every copy
+// of the ID, and goes only if it still points at this copy.
+func deleteSwept(txn *badger.Txn, r *record, rawID []byte) error {
+	var id [idLen]byte
+	copy(id[:], rawID)
+	for _, k := range [][]byte{entryKey(r.created, &id), kindKey(kindCode(r.kind), r.created, &id)} {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	c, err := getValue(txn, idKey(&id))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return err
+	case len(c) == 8 && int64(binary.BigEndian.Uint64(c)) == r.created:
+		return txn.Delete(idKey(&id))
+	}
 	return nil
 }
 

@@ -488,7 +488,10 @@ func TestIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if created || again.ID != first.ID || again.Reason != "first" || !again.CreatedAt.Equal(first.CreatedAt) {
-		t.Errorf("second Add = %+v created=%v, want the first %+v unchanged", again, created, first)
+		t.Errorf("second Add = %+v created=%v, want the first %+v with its reason and created_at", again, created, first)
+	}
+	if !again.ExpiresAt.Equal(exp2.Truncate(time.Second).Add(time.Second)) {
+		t.Errorf("second Add: expires_at %v, want it extended to %v", again.ExpiresAt, exp2)
 	}
 	// The same entry stored with its own ID (as a copy from another node).
 	copied := first
@@ -994,4 +997,147 @@ func countPrefix(t *testing.T, s *Store, prefix string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// An entry keeps matching for the grace period (the largest leeway of the
+// handlers using the store) past its expires_at: a handler with leeway
+// still accepts the token for that long.
+func TestGraceKeepsEntriesPastExpiry(t *testing.T) {
+	clock := newClock()
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Now: clock.Now, Logger: nopLogger, Grace: 59500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if s.Grace() != time.Minute {
+		t.Fatalf("Grace() = %v, want 59.5s rounded up to 1m", s.Grace())
+	}
+	exp := clock.Now().Add(2 * time.Second)
+	e := mustAdd(t, s, Entry{JTI: "j1", ExpiresAt: &exp})
+	tok := Token{JTI: "j1"}
+
+	clock.Advance(30 * time.Second) // past exp, inside the grace
+	if !revoked(t, s, tok) {
+		t.Fatal("entry stopped matching at its expires_at, inside the grace period")
+	}
+	if err := s.sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if !revoked(t, s, tok) {
+		t.Fatal("the sweep took out an entry inside its grace period")
+	}
+	if got, ok, _ := s.Get(e.ID); !ok || !got.ExpiresAt.Equal(*e.ExpiresAt) {
+		t.Errorf("Get inside the grace = %+v %v, want the entry with its own expires_at", got, ok)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openGrace(t, dir, clock, time.Minute)
+	s.SetGrace(time.Second) // never lowers
+	if s.Grace() != time.Minute {
+		t.Fatalf("Grace() = %v after SetGrace(1s), want 1m", s.Grace())
+	}
+	if !revoked(t, s, tok) {
+		t.Fatal("entry inside its grace period lost across a restart")
+	}
+	s2 := openGrace(t, t.TempDir(), clock, 0)
+	if s2.Grace() != 0 {
+		t.Errorf("a store opened without Grace has %v", s2.Grace())
+	}
+
+	clock.Advance(34 * time.Second) // past exp (rounded up to the second) + 60s
+	if revoked(t, s, tok) {
+		t.Error("entry still matches after its grace period")
+	}
+	if err := s.sweep(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{entryPrefix, idPrefix, kindPrefix, expiryPrefix} {
+		if n := countPrefix(t, s, p); n != 0 {
+			t.Errorf("%d %s keys left after the sweep", n, p)
+		}
+	}
+}
+
+// A grace period raised after an entry was written (a reload with a larger
+// leeway) must hold for that entry too: no TTL written with the entry may
+// drop it from disk first. The store's clock runs an hour behind the wall
+// clock, so a TTL set from the entry's expiry would already have passed.
+func TestGraceRaisedAfterWrite(t *testing.T) {
+	clock := &fakeClock{t: time.Now().Add(-time.Hour).Truncate(time.Second)}
+	dir := t.TempDir()
+	s := openAt(t, dir, clock)
+	exp := clock.Now().Add(time.Minute)
+	e := mustAdd(t, s, Entry{JTI: "j1", ExpiresAt: &exp})
+	s.SetGrace(10 * time.Minute)
+	clock.Advance(5 * time.Minute)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openGrace(t, dir, clock, 10*time.Minute)
+	if !revoked(t, s, Token{JTI: "j1"}) {
+		t.Error("entry lost from disk inside the raised grace period")
+	}
+	if _, ok, _ := s.Get(e.ID); !ok {
+		t.Error("Get: entry lost from disk inside the raised grace period")
+	}
+}
+
+// Posting an entry again extends its expiry to the later of the two (none
+// is later than any) and never shortens it, with no gap in between.
+func TestRepeatedAddExtends(t *testing.T) {
+	clock := newClock()
+	dir := t.TempDir()
+	s := openAt(t, dir, clock)
+	soon := clock.Now().Add(2 * time.Minute)
+	first := mustAdd(t, s, Entry{JTI: "j", Reason: "stolen", ExpiresAt: &soon})
+	tok := Token{JTI: "j"}
+
+	later := clock.Now().Add(time.Hour).Truncate(time.Second)
+	got, created, err := s.Add(Entry{JTI: "j", ExpiresAt: &later})
+	if err != nil || created || !got.ExpiresAt.Equal(later) || got.Reason != "stolen" {
+		t.Fatalf("Add with a later expiry = %+v created=%v err=%v", got, created, err)
+	}
+	earlier := clock.Now().Add(10 * time.Minute)
+	if got, _, _ := s.Add(Entry{JTI: "j", ExpiresAt: &earlier}); !got.ExpiresAt.Equal(later) {
+		t.Errorf("Add with an earlier expiry shortened it: %v", got.ExpiresAt)
+	}
+	if got, _, _ := s.Add(Entry{JTI: "j"}); got.ExpiresAt != nil || got.ID != first.ID || !got.CreatedAt.Equal(first.CreatedAt) {
+		t.Errorf("Add without expiry = %+v, want the entry with no expires_at", got)
+	}
+	if got, _, _ := s.Add(Entry{JTI: "j", ExpiresAt: &later}); got.ExpiresAt != nil {
+		t.Errorf("Add with an expiry shortened a never-expiring entry to %v", got.ExpiresAt)
+	}
+
+	clock.Advance(2 * time.Hour)
+	if err := s.sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if !revoked(t, s, tok) {
+		t.Fatal("extended entry stopped matching at an old expiry")
+	}
+	if n := countPrefix(t, s, expiryPrefix); n != 0 {
+		t.Errorf("%d expiry keys left for an entry that never expires", n)
+	}
+	if c := s.Counts()[KindJTI]; c != 1 {
+		t.Errorf("Counts[jti] = %d, want 1", c)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, dir, clock)
+	if got, ok, _ := s.Get(first.ID); !ok || got.ExpiresAt != nil || !revoked(t, s, tok) {
+		t.Errorf("after restart: %+v %v", got, ok)
+	}
+}
+
+func openGrace(t testing.TB, dir string, clock *fakeClock, grace time.Duration) *Store {
+	t.Helper()
+	s, err := Open(dir, Options{Now: clock.Now, Logger: nopLogger, Grace: grace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
