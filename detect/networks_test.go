@@ -86,6 +86,20 @@ func TestNetworksRejectRepeats(t *testing.T) {
 	})
 }
 
+// After a window without use the networks are forgotten, also when the
+// 16-bit times have wrapped round to look recent.
+func TestNetworksIdleToken(t *testing.T) {
+	const window = 10 * time.Minute
+	d, c := newTest(t, Config{Networks: &NetworksRule{Count: 1, Window: window}})
+	nets := []string{"203.0.113.5", "198.51.100.5", "192.0.2.5"}
+	for i, start := range []time.Duration{0, 8*window + window/100, 20 * window} {
+		run(t, d, c, []step{
+			{at: start, ip: nets[i]},
+			{at: start + time.Second, ip: nets[(i+1)%3], want: "networks event"},
+		})
+	}
+}
+
 // A request without a client address counts for no network.
 func TestNetworksNoAddress(t *testing.T) {
 	d, c := newTest(t, Config{Networks: &NetworksRule{Count: 1, Window: time.Hour}})

@@ -71,9 +71,10 @@ func TestRateIdleToken(t *testing.T) {
 	}{{2, time.Minute}, {20, time.Minute}} {
 		t.Run(fmt.Sprint(tc.count), func(t *testing.T) {
 			d, c := newTest(t, Config{Rate: &RateRule{Count: tc.count, Window: tc.window}})
-			// Exactly 8 windows later the exact form's ticks wrap round;
-			// 65536 counters later the counted form's numbers do.
-			for _, later := range []time.Duration{8 * tc.window, 65536 * (tc.window + 13) / 14, 100 * tc.window} {
+			// Just over 8 windows later the exact form's ticks have wrapped
+			// round to just after the old ones; 65536 counters later the
+			// counted form's numbers have.
+			for _, later := range []time.Duration{0, 8*tc.window + tc.window/100, 65536 * ((tc.window + 13) / 14), 100 * tc.window} {
 				start := c.since() + later
 				run(t, d, c, cat(
 					every(start, time.Millisecond, tc.count, ""),

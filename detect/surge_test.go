@@ -155,6 +155,23 @@ func TestSurgeNoSubject(t *testing.T) {
 	}
 }
 
+// A bucket's count saturates instead of wrapping to 0.
+func TestSurgeCountSaturates(t *testing.T) {
+	r := newSurge(SurgeRule{Factor: 2, Bucket: time.Minute})
+	st := make([]uint64, r.words())
+	o := obs{unixNS: t0.UnixNano()}
+	r.observe(st, o)
+	st[sCount] |= math.MaxUint32 - 1
+	for range 3 {
+		if r.observe(st, o) {
+			t.Fatal("fired without history")
+		}
+	}
+	if got := uint32(st[sCount]); got != math.MaxUint32 {
+		t.Errorf("count %d", got)
+	}
+}
+
 func TestPackCount(t *testing.T) {
 	for _, v := range []uint32{0, 1, 2047, 2048, 4095, 4096, 4097, 12345, 1 << 20, 1<<20 + 1, math.MaxUint32} {
 		got := unpackCount(packCount(v))

@@ -49,6 +49,10 @@ func TestTravelParisToTokyo(t *testing.T) {
 			v := run(t, d, c, []step{
 				{at: 0, ip: ips[0]},
 				{at: 40 * time.Second, ip: ips[1], want: "travel event"},
+				// Paris again, 11 hours on; Tokyo an hour after that is
+				// too soon, though 12 hours after the first use would not be.
+				{at: 11 * time.Hour, ip: ips[0]},
+				{at: 12 * time.Hour, ip: ips[1], want: "travel event"},
 			})
 			want := "Paris, FR -> Tokyo, JP: 9712 km in 40s"
 			if got := v[1].Findings[0].Detail; got != want {
