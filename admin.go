@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -82,14 +83,84 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 // revokeRequest is the body of POST /jwtguard/revocations. Pointers tell
 // an absent field from an empty one.
 type revokeRequest struct {
-	JTI       *string `json:"jti"`
-	Issuer    *string `json:"iss"`
-	Token     *string `json:"token"`
-	Subject   *string `json:"sub"`
-	Before    *string `json:"before"`
-	KeyID     *string `json:"kid"`
-	Reason    string  `json:"reason"`
-	ExpiresAt *string `json:"expires_at"`
+	JTI, Issuer, Token, Subject, Before, KeyID, Reason, ExpiresAt *string
+}
+
+// revokeFields are the body's field names, as the API spells them.
+var revokeFields = []string{"jti", "iss", "token", "sub", "before", "kid", "reason", "expires_at"}
+
+// field returns where the named field goes, nil for an unknown name.
+func (req *revokeRequest) field(name string) **string {
+	switch name {
+	case "jti":
+		return &req.JTI
+	case "iss":
+		return &req.Issuer
+	case "token":
+		return &req.Token
+	case "sub":
+		return &req.Subject
+	case "before":
+		return &req.Before
+	case "kid":
+		return &req.KeyID
+	case "reason":
+		return &req.Reason
+	case "expires_at":
+		return &req.ExpiresAt
+	}
+	return nil
+}
+
+// parseRevokeRequest reads the body as strictly as the token parser reads
+// claims: one JSON object of string fields, each name exactly as written
+// in the API (encoding/json would take "SUB" for "sub") and at most once
+// (encoding/json would keep the last), so that what the API stores is
+// what every reader of the request would have understood.
+func parseRevokeRequest(body []byte) (revokeRequest, error) {
+	var req revokeRequest
+	if !utf8.Valid(body) {
+		return req, errors.New("invalid JSON: the body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return req, errors.New("invalid JSON: the body must be one JSON object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return req, fmt.Errorf("invalid JSON: %v", err)
+		}
+		name := tok.(string) // object keys are always strings
+		dst := req.field(name)
+		if dst == nil {
+			for _, k := range revokeFields {
+				if strings.EqualFold(k, name) {
+					return req, fmt.Errorf("unknown field %.64q: field names are lowercase, as in %q", name, k)
+				}
+			}
+			return req, fmt.Errorf("unknown field %.64q (known: %s)", name, strings.Join(revokeFields, ", "))
+		}
+		if *dst != nil {
+			return req, fmt.Errorf("field %q is given more than once", name)
+		}
+		val, err := dec.Token()
+		if err != nil {
+			return req, fmt.Errorf("invalid JSON: %v", err)
+		}
+		v, ok := val.(string)
+		if !ok {
+			return req, fmt.Errorf("invalid JSON: field %q must be a string", name)
+		}
+		*dst = &v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return req, fmt.Errorf("invalid JSON: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, errors.New("invalid JSON: more than one value in the body")
+	}
+	return req, nil
 }
 
 func (a adminAPI) create(w http.ResponseWriter, r *http.Request) error {
@@ -103,14 +174,9 @@ func (a adminAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if len(body) > maxBodyBytes {
 		return apiError(http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxBodyBytes)
 	}
-	var req revokeRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return apiError(http.StatusBadRequest, "invalid JSON: %v", err)
-	}
-	if dec.More() {
-		return apiError(http.StatusBadRequest, "invalid JSON: more than one value in the body")
+	req, err := parseRevokeRequest(body)
+	if err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
 	}
 	entry, err := req.entry(time.Now())
 	if err != nil {
@@ -137,7 +203,10 @@ func (a adminAPI) create(w http.ResponseWriter, r *http.Request) error {
 // entry turns the request into a revocation entry; the store checks the
 // combinations of fields, this checks what only the API knows.
 func (req *revokeRequest) entry(now time.Time) (revocation.Entry, error) {
-	e := revocation.Entry{Reason: req.Reason}
+	var e revocation.Entry
+	if req.Reason != nil {
+		e.Reason = *req.Reason
+	}
 	fields := []struct {
 		name string
 		src  *string

@@ -95,6 +95,30 @@ func TestAdminCreateGetDelete(t *testing.T) {
 	}
 }
 
+// Posting a revocation again keeps it and extends expires_at to the later
+// of the two (none = never): the only way to extend must leave no gap.
+func TestAdminRepeatedPostExtends(t *testing.T) {
+	withRunningStore(t)
+	soon := time.Now().Add(2 * time.Minute).UTC().Truncate(time.Second).Format(time.RFC3339)
+	later := time.Now().Add(time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
+	code, first := post(t, `{"jti":"J","expires_at":"`+soon+`","reason":"stolen"}`)
+	if code != 201 || first["expires_at"] != soon {
+		t.Fatalf("create: %d %v", code, first)
+	}
+	if code, e := post(t, `{"jti":"J","expires_at":"`+later+`"}`); code != 200 || e["expires_at"] != later || e["reason"] != "stolen" || e["created_at"] != first["created_at"] {
+		t.Fatalf("repeat with a later expiry: %d %v", code, e)
+	}
+	if code, e := post(t, `{"jti":"J","expires_at":"`+soon+`"}`); code != 200 || e["expires_at"] != later {
+		t.Fatalf("repeat with an earlier expiry: %d %v, want expires_at %s kept", code, e, later)
+	}
+	if code, e := post(t, `{"jti":"J"}`); code != 200 || e["expires_at"] != nil {
+		t.Fatalf("repeat without expiry: %d %v, want no expires_at", code, e)
+	}
+	if code, _, got := call(t, "GET", "/jwtguard/revocations/"+first["id"].(string), "", ""); code != 200 || got["expires_at"] != nil {
+		t.Fatalf("stored entry after the repeat: %d %v, want no expires_at", code, got)
+	}
+}
+
 func TestAdminKinds(t *testing.T) {
 	withRunningStore(t)
 	exp := time.Now().Add(time.Hour).Truncate(time.Second)
@@ -142,6 +166,20 @@ func TestAdminBadInput(t *testing.T) {
 		{`{"token":"` + expired + `"}`, "expired"},
 		{`{"token":"` + expired + `","jti":"x"}`, "alone"},
 		{`{"jti":5}`, "invalid JSON"},
+		{`{"jti":null}`, "must be a string"},
+		{`{"jti":{"a":"b"}}`, "must be a string"},
+		{`["jti","a"]`, "one JSON object"},
+		{`"jti"`, "one JSON object"},
+		{`{"jti":"a"`, "invalid JSON"},
+		{`{"jti":"a"} x`, "more than one value"},
+		{"{\"jti\":\"a\xff\"}", "UTF-8"},
+		// As strict as the token parser: no duplicates, no other case.
+		{`{"sub":"alice","sub":"bob"}`, `field "sub" is given more than once`},
+		{`{"sub":"alice","s\u0075b":"bob"}`, `field "sub" is given more than once`},
+		{`{"jti":"a","reason":"x","reason":"y"}`, `field "reason" is given more than once`},
+		{`{"SUB":"alice"}`, `unknown field "SUB": field names are lowercase, as in "sub"`},
+		{`{"Jti":"a"}`, `as in "jti"`},
+		{`{"sub":"alice","Expires_At":"2099-01-01T00:00:00Z"}`, `as in "expires_at"`},
 		{`{"jti":"` + strings.Repeat("a", 70000) + `"}`, "larger than"},
 	}
 	for _, c := range cases {
