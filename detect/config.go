@@ -45,8 +45,8 @@ type Config struct {
 	// device as many networks.
 	NetworkPrefix4, NetworkPrefix6 int
 
-	// Trust lists client ranges no rule counts or refuses. IPv4 ranges
-	// also match IPv4-mapped IPv6 clients.
+	// Trust lists client ranges no rule counts or refuses. An IPv4 range
+	// and its IPv4-mapped IPv6 form are the same.
 	Trust []netip.Prefix
 
 	// MaxTracked bounds the tokens followed, and separately the subjects

@@ -39,7 +39,11 @@ type Finding struct {
 	// NewEvent is true for a rule's first firing for the token (the
 	// subject, for surge) in its quiet period: record an event and apply
 	// the action. False marks a repeat within the quiet period, reported
-	// only when its action refuses the request.
+	// only when its action refuses the request: with reject, and with
+	// revoke or revoke_subject for requests already past the revocation
+	// check (or, for surge, the subject's other tokens) while the first
+	// firing's revocation is being stored. A repeat records nothing and
+	// revokes nothing again.
 	NewEvent bool
 }
 
@@ -63,6 +67,7 @@ func (v Verdict) Strongest() Action {
 type Detector struct {
 	rules   []rule // per token, in the SPEC's order; binding excluded
 	offs    []int  // where each rule's words start in a token block: its quiet word, then its state
+	ends    []int
 	binding rule
 	bindOff int
 	surge   *surge
@@ -71,6 +76,7 @@ type Detector struct {
 	subjects *table // nil without surge
 
 	seed     maphash.Seed
+	seed2    maphash.Seed // for subjects, with seed: iss and sub hashed apart
 	clock    func() time.Time
 	epoch    time.Time
 	epochNS  int64 // epoch in unix ns, to align surge buckets
@@ -89,9 +95,10 @@ func New(cfg Config) (*Detector, error) {
 	}
 	d := &Detector{
 		seed:  maphash.MakeSeed(),
+		seed2: maphash.MakeSeed(),
 		clock: cfg.Now,
-		p4:    cmp0(cfg.NetworkPrefix4, DefaultNetworkPrefix4),
-		p6:    cmp0(cfg.NetworkPrefix6, DefaultNetworkPrefix6),
+		p4:    orDefault(cfg.NetworkPrefix4, DefaultNetworkPrefix4),
+		p6:    orDefault(cfg.NetworkPrefix6, DefaultNetworkPrefix6),
 	}
 	if d.clock == nil {
 		d.clock = time.Now
@@ -99,9 +106,13 @@ func New(cfg Config) (*Detector, error) {
 	d.epoch = d.clock()
 	d.epochNS = d.epoch.UnixNano()
 	for _, p := range cfg.Trust {
+		// Clients are unmapped before matching, so ranges are too.
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		d.trust = append(d.trust, p.Masked())
 	}
-	maxKeys := cmp0(cfg.MaxTracked, DefaultMaxTracked)
+	maxKeys := orDefault(cfg.MaxTracked, DefaultMaxTracked)
 
 	if r := cfg.Rate; r != nil {
 		d.rules = append(d.rules, newRate(*r))
@@ -124,6 +135,7 @@ func New(cfg Config) (*Detector, error) {
 	for _, r := range d.rules {
 		d.offs = append(d.offs, stride)
 		stride += 1 + r.words()
+		d.ends = append(d.ends, stride)
 		d.idleNS = max(d.idleNS, r.quiet())
 	}
 	if r := cfg.Binding; r != nil {
@@ -142,7 +154,7 @@ func New(cfg Config) (*Detector, error) {
 	return d, nil
 }
 
-func cmp0(v, def int) int {
+func orDefault(v, def int) int {
 	if v == 0 {
 		return def
 	}
@@ -192,9 +204,9 @@ func (d *Detector) Observe(r *Request) Verdict {
 		o.idle = idleSince(b, o.now)
 		b[hLast] = uint64(o.now)
 		for i, ru := range d.rules {
-			off := d.offs[i]
-			if ru.observe(b[off+1:off+1+ru.words()], o) {
-				v.add(ru, &b[off], b[off+1:off+1+ru.words()], o)
+			off, st := d.offs[i], b[d.offs[i]+1:d.ends[i]]
+			if ru.observe(st, o) {
+				v.add(ru, &b[off], st, o)
 			}
 		}
 		s.mu.Unlock()
@@ -238,17 +250,10 @@ func getToken(s *shard, key uint64, r *Request) []uint64 {
 }
 
 func (d *Detector) observeSubject(r *Request, o obs, v *Verdict) {
-	var h maphash.Hash
-	h.SetSeed(d.seed)
-	// The length makes the pair unambiguous: iss may hold any byte.
-	var n [8]byte
-	for i := range n {
-		n[i] = byte(len(r.Issuer) >> (8 * i))
-	}
-	h.Write(n[:])
-	h.WriteString(r.Issuer)
-	h.WriteString(r.Subject)
-	key := h.Sum64()
+	// Two independent keyed hashes: no pair of strings is ambiguous, as
+	// concatenating them would be, and nobody without the seeds can aim
+	// at a collision.
+	key := maphash.String(d.seed, r.Issuer) ^ maphash.String(d.seed2, r.Subject)
 	s := d.subjects.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -84,7 +84,8 @@ func TestTrust(t *testing.T) {
 		Networks: &NetworksRule{Count: 1, Window: time.Hour, Action: Reject},
 		Agent:    &AgentRule{Action: Reject},
 		Surge:    &SurgeRule{Factor: 2, Bucket: time.Minute, Min: 1, Warmup: 1, Action: Reject},
-		Trust:    []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:9::/48")},
+		Trust: []netip.Prefix{netip.MustParsePrefix("::ffff:198.51.100.0/120"), netip.MustParsePrefix("2001:db8:9::/48"),
+			netip.MustParsePrefix("192.0.2.77/32")},
 	})
 	steps := []step{{at: 0, ip: "198.51.100.1", ua: "health/1"}}
 	for i := range 50 {
@@ -94,6 +95,9 @@ func TestTrust(t *testing.T) {
 		}
 		if i%3 == 1 {
 			ip = "2001:db8:9::1"
+		}
+		if i%5 == 1 {
+			ip = "192.0.2.77"
 		}
 		steps = append(steps, step{at: time.Duration(i) * time.Second, ip: ip, ua: fmt.Sprint("probe/", i)})
 	}

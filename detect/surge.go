@@ -31,8 +31,8 @@ func newSurge(cfg SurgeRule) *surge {
 	return &surge{
 		cfg:    cfg,
 		bucket: int64(cfg.Bucket),
-		min:    uint32(cmp0(cfg.Min, DefaultSurgeMin)),
-		warmup: cmp0(cfg.Warmup, DefaultSurgeWarmup),
+		min:    uint32(orDefault(cfg.Min, DefaultSurgeMin)),
+		warmup: orDefault(cfg.Warmup, DefaultSurgeWarmup),
 		factor: cfg.Factor,
 	}
 }
