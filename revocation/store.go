@@ -467,6 +467,12 @@ func (s *Store) total() int {
 	return n
 }
 
+// DB is the store's Badger database, for other parts of jwtguard that keep
+// their records beside the revocation list under prefixes of their own
+// (the revocation list uses e/, i/, k/ and x/). They must stop using it
+// before Close.
+func (s *Store) DB() *badger.DB { return s.db }
+
 // Close stops the background work and closes Badger. Later calls return
 // the first call's result; every other method then returns ErrClosed.
 func (s *Store) Close() error {
