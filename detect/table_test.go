@@ -22,10 +22,10 @@ func TestTableAgainstReference(t *testing.T) {
 		}
 		order = append([]uint64{k}, order...)
 	}
-	for step := range 200000 {
+	for step := range 50000 {
 		// Few distinct low bits, so entries probe past each other.
 		k := uint64(rng.IntN(1000))<<32 | uint64(rng.IntN(40))
-		if rng.IntN(1000) == 0 {
+		if rng.IntN(300) == 0 {
 			// Sweep about half.
 			drop := map[uint64]bool{}
 			s.sweep(func(b []uint64) bool {
