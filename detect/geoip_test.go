@@ -81,3 +81,14 @@ func TestDetecttestCities(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkLocate(b *testing.B) {
+	g := openGeo(b, nil)
+	a := netip.MustParseAddr("198.51.100.7")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := g.Locate(a); !ok {
+			b.Fatal("not located")
+		}
+	}
+}
