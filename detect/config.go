@@ -23,6 +23,7 @@ const (
 	MaxNetworksCount = 16    // one bit per remembered network
 	MaxSurgeHistory  = 60    // earlier active buckets in a subject's average
 	MinWindow        = time.Second
+	MaxWindow        = 366 * 24 * time.Hour
 )
 
 // Config selects the rules and their settings. A nil rule is off.
@@ -178,6 +179,9 @@ func (c *Config) Validate() error {
 func checkWindow(what string, d time.Duration) error {
 	if d < MinWindow {
 		return fmt.Errorf("%s %v is shorter than %v", what, d, MinWindow)
+	}
+	if d > MaxWindow {
+		return fmt.Errorf("%s %v is longer than a year", what, d)
 	}
 	return nil
 }

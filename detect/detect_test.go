@@ -44,6 +44,8 @@ func TestValidate(t *testing.T) {
 		{Config{Rate: &RateRule{Count: 60}}, "rate: window 0s is shorter than 1s"},
 		{Config{Rate: &RateRule{Count: 60, Window: 500 * time.Millisecond}}, "rate: window 500ms"},
 		{Config{Rate: &RateRule{Count: 0, Window: time.Minute}}, "rate: count 0 out of range"},
+		{Config{Rate: &RateRule{Count: 6, Window: 400 * 24 * time.Hour}}, "rate: window 9600h0m0s is longer than a year"},
+		{Config{Surge: &SurgeRule{Factor: 2, Bucket: MaxWindow + 1}}, "surge: bucket"},
 		{Config{Rate: &RateRule{Count: 65536, Window: time.Minute}}, "rate: count 65536 out of range 1..65535"},
 		{Config{Rate: &RateRule{Count: 6, Window: time.Minute, Action: 9}}, "rate: invalid action"},
 		{Config{Networks: &NetworksRule{Count: 17, Window: time.Minute}}, "networks: count 17 out of range 1..16"},
