@@ -59,6 +59,10 @@ type App struct {
 	// in Caddy's data directory.
 	StorageDir string `json:"storage_dir,omitempty"`
 
+	// How long usage records and detection events are kept: events from
+	// when they happened, usage from the token's last use. Default: 168h.
+	History caddy.Duration `json:"history,omitempty"`
+
 	dir    string
 	logger *zap.Logger
 	hold   *hold
@@ -216,6 +220,7 @@ func (c revocationsCollector) Collect(ch chan<- prometheus.Metric) {
 //
 //	jwtguard {
 //		storage_dir <path>
+//		history <duration>
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	var app App
@@ -236,6 +241,19 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
+		case "history":
+			if app.History != 0 {
+				return nil, d.Err("history: repeated")
+			}
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return nil, d.Errf("history: want one duration, got %d values", len(args))
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur <= 0 {
+				return nil, d.Errf("history: %q is not a duration of more than zero (e.g. 168h)", args[0])
+			}
+			app.History = caddy.Duration(dur)
 		default:
 			return nil, d.Errf("unrecognized subdirective %s", d.Val())
 		}

@@ -52,6 +52,19 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		optional
 //
 //		revocation off
+//		detect {
+//			rate <count> <window> [<action>]
+//			surge <factor> <bucket> [min <count>] [warmup <buckets>] [<action>]
+//			networks <count> <window> [<action>]
+//			travel <km/h> [<action>]
+//			agent [<action>]
+//			binding [<action>]
+//			geoip <mmdb-file>
+//			network_prefix <v4-bits> <v6-bits>
+//			trust <cidr...>
+//			max_tracked <n>
+//			webhook <url>
+//		}
 //	}
 //
 // from, secret, public_key, jwks, oidc and claim_header may be repeated;
@@ -74,6 +87,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		}
 		seen[sub] = true
+		if sub == "detect" {
+			det, err := unmarshalDetect(d)
+			if err != nil {
+				return err
+			}
+			h.Detect = det
+			continue
+		}
 		args := d.RemainingArgs()
 
 		switch sub {

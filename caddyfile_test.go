@@ -10,6 +10,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/jwtguard/caddy-jwtguard/detect"
 )
 
 func parse(input string) (Handler, error) {
@@ -175,6 +177,8 @@ func FuzzCaddyfile(f *testing.F) {
 		"jwtguard {\n public_key /nonexistent.pem\n algorithms RS256 ES256\n issuer a b\n leeway 5s\n}",
 		"jwtguard {\n secret base64:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\n from cookie c\n from query q\n optional\n strip_token\n revocation off\n}",
 		"jwtguard {\n secret {env.X}\n require a b\n token_type at+jwt\n max_lifetime 1h\n}",
+		"jwtguard {\n secret {env.X}\n detect {\n  rate 60 1m reject\n  networks 3 10m revoke\n  agent\n  trust 10.0.0.0/8 ::1\n }\n}",
+		"jwtguard {\n secret {env.X}\n detect {\n  surge 10 1m min 20 warmup 3 revoke_subject\n  travel 900 log\n  geoip /g.mmdb\n  network_prefix 24 56\n  max_tracked 10\n  webhook http://127.0.0.1:1/x\n  binding reject\n }\n}",
 	} {
 		f.Add(seed)
 	}
@@ -198,6 +202,16 @@ func FuzzCaddyfile(f *testing.F) {
 		for _, s := range h.Secrets {
 			if err := checkSecret(s); err != nil {
 				t.Fatalf("accepted secret that fails its check: %v", err)
+			}
+		}
+		// A detect block the parser accepted must be one the detector takes.
+		if d := back.Detect; d != nil {
+			var geo detect.Locator
+			if d.GeoIP != "" {
+				geo = unopenedGeo{}
+			}
+			if _, err := d.config(geo); err != nil {
+				t.Fatalf("accepted a detect block the detector refuses: %v", err)
 			}
 		}
 	})

@@ -1,0 +1,361 @@
+package jwtguard
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/jwtguard/caddy-jwtguard/detect"
+)
+
+// Detect is the `detect` block of a handler: the rules that notice a
+// thief's use of a valid token, and what they do about it. An empty block
+// records usage and runs no rule.
+type Detect struct {
+	// One token used more than count times within any window.
+	Rate *DetectCount `json:"rate,omitempty"`
+	// One subject's requests in a bucket exceed factor times its average.
+	Surge *DetectSurge `json:"surge,omitempty"`
+	// One token seen from more than count client networks within window.
+	Networks *DetectCount `json:"networks,omitempty"`
+	// Two uses of one token further apart than a journey at kmh allows.
+	// Needs geoip.
+	Travel *DetectTravel `json:"travel,omitempty"`
+	// One token sent with a User-Agent other than its first.
+	Agent *DetectAction `json:"agent,omitempty"`
+	// A bound token presented without its proof of possession.
+	Binding *DetectAction `json:"binding,omitempty"`
+
+	// A MaxMind DB file (GeoLite2-City or DB-IP City Lite); read into
+	// memory at provision.
+	GeoIP string `json:"geoip,omitempty"`
+	// Prefix lengths that make one client network. Default: 24 and 56.
+	NetworkPrefixV4 int `json:"network_prefix_v4,omitempty"`
+	NetworkPrefixV6 int `json:"network_prefix_v6,omitempty"`
+	// Client ranges never counted nor refused by a rule.
+	Trust []string `json:"trust,omitempty"`
+	// Tokens followed at once; the least recently used are dropped.
+	// Default: 100000.
+	MaxTracked int `json:"max_tracked,omitempty"`
+	// Every event is POSTed here as JSON, in order, at least once.
+	Webhook string `json:"webhook,omitempty"`
+}
+
+// DetectCount is a rule that counts within a sliding window.
+type DetectCount struct {
+	Count  int            `json:"count"`
+	Window caddy.Duration `json:"window"`
+	// log (default), reject, revoke or revoke_subject.
+	Action string `json:"action,omitempty"`
+}
+
+// DetectSurge configures the surge rule.
+type DetectSurge struct {
+	Factor float64        `json:"factor"`
+	Bucket caddy.Duration `json:"bucket"`
+	// Fewest requests in a bucket that can fire. Default: 10.
+	Min int `json:"min,omitempty"`
+	// Earlier active buckets needed before the rule can fire. Default: 5.
+	Warmup int    `json:"warmup,omitempty"`
+	Action string `json:"action,omitempty"`
+}
+
+// DetectTravel configures the travel rule.
+type DetectTravel struct {
+	KMH    float64 `json:"kmh"`
+	Action string  `json:"action,omitempty"`
+}
+
+// DetectAction is a rule with nothing to set but its action.
+type DetectAction struct {
+	Action string `json:"action,omitempty"`
+}
+
+// config turns the JSON form into the detect package's, with geo as its
+// locator (the caller opens the geoip file) and validates it.
+func (c *Detect) config(geo detect.Locator) (detect.Config, error) {
+	cfg := detect.Config{
+		Geo:            geo,
+		NetworkPrefix4: c.NetworkPrefixV4,
+		NetworkPrefix6: c.NetworkPrefixV6,
+		MaxTracked:     c.MaxTracked,
+	}
+	action := func(rule, s string) (detect.Action, error) {
+		if s == "" {
+			return detect.Log, nil
+		}
+		a, err := detect.ParseAction(s)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %v", rule, err)
+		}
+		return a, nil
+	}
+	var err error
+	if r := c.Rate; r != nil {
+		cfg.Rate = &detect.RateRule{Count: r.Count, Window: time.Duration(r.Window)}
+		if cfg.Rate.Action, err = action("rate", r.Action); err != nil {
+			return cfg, err
+		}
+	}
+	if r := c.Surge; r != nil {
+		cfg.Surge = &detect.SurgeRule{Factor: r.Factor, Bucket: time.Duration(r.Bucket), Min: r.Min, Warmup: r.Warmup}
+		if cfg.Surge.Action, err = action("surge", r.Action); err != nil {
+			return cfg, err
+		}
+	}
+	if r := c.Networks; r != nil {
+		cfg.Networks = &detect.NetworksRule{Count: r.Count, Window: time.Duration(r.Window)}
+		if cfg.Networks.Action, err = action("networks", r.Action); err != nil {
+			return cfg, err
+		}
+	}
+	if r := c.Travel; r != nil {
+		cfg.Travel = &detect.TravelRule{KMH: r.KMH}
+		if cfg.Travel.Action, err = action("travel", r.Action); err != nil {
+			return cfg, err
+		}
+		if geo == nil {
+			return cfg, fmt.Errorf("travel: needs a geoip database (geoip <mmdb-file>) to place client addresses")
+		}
+	}
+	if r := c.Agent; r != nil {
+		cfg.Agent = &detect.AgentRule{}
+		if cfg.Agent.Action, err = action("agent", r.Action); err != nil {
+			return cfg, err
+		}
+	}
+	if r := c.Binding; r != nil {
+		cfg.Binding = &detect.BindingRule{}
+		if cfg.Binding.Action, err = action("binding", r.Action); err != nil {
+			return cfg, err
+		}
+	}
+	for _, s := range c.Trust {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return cfg, fmt.Errorf("trust: %v", err)
+		}
+		cfg.Trust = append(cfg.Trust, p)
+	}
+	return cfg, cfg.Validate()
+}
+
+// parsePrefix reads a CIDR range, or a single address as its own range.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p != p.Masked() {
+			return p, fmt.Errorf("%s has host bits set; did you mean %s?", s, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or a CIDR range", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// unmarshalDetect parses a detect block:
+//
+//	detect {
+//		rate <count> <window> [<action>]
+//		surge <factor> <bucket> [min <count>] [warmup <buckets>] [<action>]
+//		networks <count> <window> [<action>]
+//		travel <km/h> [<action>]
+//		agent [<action>]
+//		binding [<action>]
+//		geoip <mmdb-file>
+//		network_prefix <v4-bits> <v6-bits>
+//		trust <cidr...>
+//		max_tracked <n>
+//		webhook <url>
+//	}
+func unmarshalDetect(d *caddyfile.Dispenser) (*Detect, error) {
+	c := new(Detect)
+	start := d.Token()
+	if d.NextArg() {
+		return nil, d.Errf("detect: takes no values on its line, only a block")
+	}
+	seen := map[string]bool{}
+	var travelTok *caddyfile.Token
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] && sub != "trust" {
+			return nil, d.Errf("detect: %s: repeated", sub)
+		}
+		seen[sub] = true
+		args := d.RemainingArgs()
+		errf := func(format string, a ...any) error {
+			return d.Errf("detect: "+sub+": "+format, a...)
+		}
+		// The optional action is the last value: any word there that is
+		// not a number, a duration or a keyword must be one.
+		takeAction := func() (string, error) {
+			if len(args) == 0 {
+				return "", nil
+			}
+			last := args[len(args)-1]
+			if _, err := strconv.ParseFloat(last, 64); err == nil || isDuration(last) || last == "min" || last == "warmup" {
+				return "", nil
+			}
+			if _, err := detect.ParseAction(last); err != nil {
+				return "", errf("%v", err)
+			}
+			args = args[:len(args)-1]
+			return last, nil
+		}
+		switch sub {
+		case "rate", "networks":
+			act, err := takeAction()
+			if err != nil {
+				return nil, err
+			}
+			if len(args) != 2 {
+				return nil, errf("want <count> <window> [<action>]")
+			}
+			limit := detect.MaxRateCount
+			if sub == "networks" {
+				limit = detect.MaxNetworksCount
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 || n > limit {
+				return nil, errf("count %q: want a whole number from 1 to %d", args[0], limit)
+			}
+			w, err := caddy.ParseDuration(args[1])
+			if err != nil || w <= 0 {
+				return nil, errf("window %q: want a duration of more than zero (e.g. 1m)", args[1])
+			}
+			rule := &DetectCount{Count: n, Window: caddy.Duration(w), Action: act}
+			if sub == "rate" {
+				c.Rate = rule
+			} else {
+				c.Networks = rule
+			}
+		case "surge":
+			act, err := takeAction()
+			if err != nil {
+				return nil, err
+			}
+			if len(args) < 2 {
+				return nil, errf("want <factor> <bucket> [min <count>] [warmup <buckets>] [<action>]")
+			}
+			f, err := strconv.ParseFloat(args[0], 64)
+			if err != nil || f <= 1 {
+				return nil, errf("factor %q: want a number above 1 (e.g. 10)", args[0])
+			}
+			b, err := caddy.ParseDuration(args[1])
+			if err != nil || b <= 0 {
+				return nil, errf("bucket %q: want a duration of more than zero (e.g. 1m)", args[1])
+			}
+			rule := &DetectSurge{Factor: f, Bucket: caddy.Duration(b), Action: act}
+			for rest := args[2:]; len(rest) > 0; rest = rest[2:] {
+				if len(rest) < 2 || (rest[0] != "min" && rest[0] != "warmup") {
+					return nil, errf("unexpected %q: want min <count> or warmup <buckets>", rest[0])
+				}
+				n, err := strconv.Atoi(rest[1])
+				if err != nil || n < 1 {
+					return nil, errf("%s %q: want a whole number of at least 1", rest[0], rest[1])
+				}
+				if rest[0] == "min" {
+					rule.Min = n
+				} else {
+					rule.Warmup = n
+				}
+			}
+			c.Surge = rule
+		case "travel":
+			act, err := takeAction()
+			if err != nil {
+				return nil, err
+			}
+			if len(args) != 1 {
+				return nil, errf("want <km/h> [<action>]")
+			}
+			v, err := strconv.ParseFloat(args[0], 64)
+			if err != nil || v <= 0 {
+				return nil, errf("speed %q: want km/h above 0 (e.g. 1000)", args[0])
+			}
+			c.Travel = &DetectTravel{KMH: v, Action: act}
+			tok := d.Token()
+			travelTok = &tok
+		case "agent", "binding":
+			act, err := takeAction()
+			if err != nil {
+				return nil, err
+			}
+			if len(args) != 0 {
+				return nil, errf("want [<action>]")
+			}
+			if sub == "agent" {
+				c.Agent = &DetectAction{Action: act}
+			} else {
+				c.Binding = &DetectAction{Action: act}
+			}
+		case "geoip", "webhook":
+			if len(args) != 1 {
+				return nil, errf("want one value, got %d", len(args))
+			}
+			if sub == "geoip" {
+				c.GeoIP = args[0]
+			} else {
+				c.Webhook = args[0]
+			}
+		case "network_prefix":
+			if len(args) != 2 {
+				return nil, errf("want <v4-bits> <v6-bits>")
+			}
+			v4, err4 := strconv.Atoi(args[0])
+			v6, err6 := strconv.Atoi(args[1])
+			if err4 != nil || err6 != nil || v4 < 1 || v4 > 32 || v6 < 1 || v6 > 64 {
+				return nil, errf("want IPv4 bits from 1 to 32 and IPv6 bits from 1 to 64, e.g. 24 56")
+			}
+			c.NetworkPrefixV4, c.NetworkPrefixV6 = v4, v6
+		case "trust":
+			if len(args) == 0 {
+				return nil, errf("want at least one address or CIDR range")
+			}
+			for _, a := range args {
+				if _, err := parsePrefix(a); err != nil {
+					return nil, errf("%v", err)
+				}
+			}
+			c.Trust = append(c.Trust, args...)
+		case "max_tracked":
+			if len(args) != 1 {
+				return nil, errf("want one number")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 {
+				return nil, errf("%q: want a whole number of at least 1", args[0])
+			}
+			c.MaxTracked = n
+		default:
+			return nil, d.Errf("detect: unrecognized subdirective %s", sub)
+		}
+	}
+	if c.Travel != nil && c.GeoIP == "" {
+		return nil, errAt(*travelTok, "detect: travel: needs a geoip database (add geoip <mmdb-file> to the detect block)")
+	}
+	var geo detect.Locator
+	if c.GeoIP != "" {
+		geo = unopenedGeo{} // the file is read at provision
+	}
+	if _, err := c.config(geo); err != nil {
+		return nil, errAt(start, "detect: %v", err)
+	}
+	return c, nil
+}
+
+// unopenedGeo stands for a geoip file while the Caddyfile is adapted.
+type unopenedGeo struct{}
+
+func (unopenedGeo) Locate(netip.Addr) (detect.Place, bool) { return detect.Place{}, false }
+
+func isDuration(s string) bool {
+	_, err := caddy.ParseDuration(s)
+	return err == nil
+}
