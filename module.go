@@ -114,6 +114,10 @@ type Handler struct {
 	// Turn off the revocation check. Default: on, failing closed.
 	DisableRevocation bool `json:"disable_revocation,omitempty"`
 
+	// Stolen-token detection: rules that notice a thief's use of a valid
+	// token, usage records and events. Default: off.
+	Detect *Detect `json:"detect,omitempty"`
+
 	verifier *verifier.Verifier
 	keySets  []*jwks.Set // started by Provision, stopped with its context
 	app      *App        // nil with revocation off
