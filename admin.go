@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/jwtguard/caddy-jwtguard/audit"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
@@ -29,6 +32,8 @@ func init() {
 //	GET    /jwtguard/revocations        ?kind=&limit=&cursor=, oldest first
 //	GET    /jwtguard/revocations/<id>
 //	DELETE /jwtguard/revocations/<id>
+//	GET    /jwtguard/usage              ?sub=[&iss=] or ?token_id=
+//	GET    /jwtguard/events             ?sub=&token_id=&detector=&limit=&cursor=, oldest first
 //
 // Caddy rebuilds admin modules on every config load and never cleans them
 // up, so this one holds no state: it finds the running app per request.
@@ -57,6 +62,16 @@ const (
 )
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	switch r.URL.Path {
+	case "/jwtguard/usage", "/jwtguard/events":
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, "GET")
+		}
+		if r.URL.Path == "/jwtguard/usage" {
+			return a.usage(w, r)
+		}
+		return a.events(w, r)
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, revocationsPath)
 	switch {
 	case !ok || (rest != "" && rest[0] != '/'):
@@ -266,13 +281,9 @@ func (a adminAPI) list(w http.ResponseWriter, r *http.Request) error {
 	if kind != "" && !validKind(kind) {
 		return apiError(http.StatusBadRequest, "kind: %q is not one of jti, token, subject, key", kind)
 	}
-	limit := defaultLimit
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxLimit {
-			return apiError(http.StatusBadRequest, "limit: %q is not a number from 1 to %d", s, maxLimit)
-		}
-		limit = n
+	limit, err := parseLimit(q)
+	if err != nil {
+		return err
 	}
 	store, err := runningStore()
 	if err != nil {
@@ -293,6 +304,93 @@ func (a adminAPI) list(w http.ResponseWriter, r *http.Request) error {
 		NextCursor  string             `json:"next_cursor,omitempty"`
 	}{entries, next})
 }
+
+// parseLimit reads a page size: default 100, at most 1000.
+func parseLimit(q url.Values) (int, error) {
+	s := q.Get("limit")
+	if s == "" {
+		return defaultLimit, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, apiError(http.StatusBadRequest, "limit: %q is not a number from 1 to %d", s, maxLimit)
+	}
+	return n, nil
+}
+
+// usage answers where and how tokens were used: one token by its id, or
+// every token of a subject, most recently used first.
+func (a adminAPI) usage(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	tokenID, sub, iss := q.Get("token_id"), q.Get("sub"), q.Get("iss")
+	switch {
+	case tokenID == "" && sub == "":
+		return apiError(http.StatusBadRequest, "give sub (and optionally iss), or token_id")
+	case tokenID != "" && (sub != "" || iss != ""):
+		return apiError(http.StatusBadRequest, "token_id goes alone, without sub or iss")
+	}
+	store, log, err := runningAudit()
+	if err != nil {
+		return err
+	}
+	var tokens []audit.Usage
+	if tokenID != "" {
+		u, found, err := log.Usage(tokenID)
+		if err != nil {
+			return apiError(http.StatusInternalServerError, "reading usage: %v", err)
+		}
+		if !found {
+			return apiError(http.StatusNotFound, "no usage recorded for token id %q within the history", tokenID)
+		}
+		tokens = []audit.Usage{u}
+	} else if tokens, err = log.UsageBySubject(iss, sub); err != nil {
+		return apiError(http.StatusInternalServerError, "reading usage: %v", err)
+	}
+	for i := range tokens {
+		t := tokens[i].RevocationToken()
+		tokens[i].Revoked, _ = store.Revoked(&t)
+	}
+	if tokens == nil {
+		tokens = []audit.Usage{}
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Tokens []audit.Usage `json:"tokens"`
+	}{tokens})
+}
+
+// events lists detection events, oldest first, a page at a time.
+func (a adminAPI) events(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit, err := parseLimit(q)
+	if err != nil {
+		return err
+	}
+	det := q.Get("detector")
+	if det != "" && !slices.Contains(detectorNames, det) {
+		return apiError(http.StatusBadRequest, "detector: %q is not one of %s", det, strings.Join(detectorNames, ", "))
+	}
+	_, log, err := runningAudit()
+	if err != nil {
+		return err
+	}
+	events, next, err := log.Events(audit.EventQuery{Sub: q.Get("sub"), TokenID: q.Get("token_id"), Detector: det, Cursor: q.Get("cursor"), Limit: limit})
+	if errors.Is(err, audit.ErrInvalidCursor) {
+		return apiError(http.StatusBadRequest, "cursor: %v", err)
+	}
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "listing events: %v", err)
+	}
+	if events == nil {
+		events = []audit.Event{}
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Events     []audit.Event `json:"events"`
+		NextCursor string        `json:"next_cursor,omitempty"`
+	}{events, next})
+}
+
+// detectorNames are the rules that make events.
+var detectorNames = []string{"rate", "surge", "networks", "travel", "agent", "binding"}
 
 func (a adminAPI) get(w http.ResponseWriter, id string) error {
 	store, err := runningStore()
@@ -331,17 +429,36 @@ func validKind(k revocation.Kind) bool {
 	return false
 }
 
+// runningAudit finds the store and the usage and events log of the
+// running config.
+func runningAudit() (*revocation.Store, *audit.Log, error) {
+	app, store, err := runningApp()
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := app.Audit()
+	if err != nil {
+		return nil, nil, apiError(http.StatusServiceUnavailable, "%v", err)
+	}
+	return store, log, nil
+}
+
 // runningStore finds the store of the running config.
 func runningStore() (*revocation.Store, error) {
+	_, s, err := runningApp()
+	return s, err
+}
+
+func runningApp() (*App, *revocation.Store, error) {
 	app := currentApp()
 	if app == nil {
-		return nil, apiError(http.StatusServiceUnavailable, "no jwtguard app is running: no config uses jwtguard with revocation")
+		return nil, nil, apiError(http.StatusServiceUnavailable, "no jwtguard app is running: no config uses jwtguard with revocation or detect")
 	}
 	s, err := app.Store()
 	if err != nil {
-		return nil, apiError(http.StatusServiceUnavailable, "%v", err)
+		return nil, nil, apiError(http.StatusServiceUnavailable, "%v", err)
 	}
-	return s, nil
+	return app, s, nil
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) error {

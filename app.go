@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
+	"github.com/jwtguard/caddy-jwtguard/audit"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
@@ -74,6 +75,9 @@ type hold struct {
 	acquired bool
 	cleaned  bool
 	store    atomic.Pointer[revocation.Store]
+	audit    atomic.Pointer[audit.Log] // set before store
+	webhooks []string                 // URLs of this config's detect webhooks, under mu
+	releases []func()                 // of the deliverers Start took, under mu
 	grace    atomic.Int64 // the largest leeway of this config's handlers, in nanoseconds
 }
 
@@ -103,9 +107,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // Start opens the store, or takes the one a previous config left open.
 func (a *App) Start() error {
-	if _, err := a.Store(); err != nil {
+	log, err := a.Audit()
+	if err != nil {
 		return err
 	}
+	// Webhook deliverers run from the database, one per URL: taken here
+	// before the previous config lets go in its Stop, so delivery goes on
+	// across a reload.
+	a.hold.mu.Lock()
+	for _, u := range a.hold.webhooks {
+		a.hold.releases = append(a.hold.releases, log.Webhook(u, audit.WebhookOptions{}))
+	}
+	a.hold.mu.Unlock()
 	running.Lock()
 	running.apps = append(running.apps, a)
 	running.Unlock()
@@ -120,7 +133,23 @@ func (a *App) Stop() error {
 	running.Lock()
 	running.apps = slices.DeleteFunc(running.apps, func(x *App) bool { return x == a })
 	running.Unlock()
+	a.hold.mu.Lock()
+	for _, release := range a.hold.releases {
+		release()
+	}
+	a.hold.releases = nil
+	a.hold.mu.Unlock()
 	return nil
+}
+
+// useWebhook tells the app that one of its handlers posts detection events
+// to u.
+func (a *App) useWebhook(u string) {
+	a.hold.mu.Lock()
+	defer a.hold.mu.Unlock()
+	if !slices.Contains(a.hold.webhooks, u) {
+		a.hold.webhooks = append(a.hold.webhooks, u)
+	}
 }
 
 // useLeeway tells the app that one of its handlers accepts tokens up to d
@@ -178,23 +207,50 @@ func (a *App) Store() (*revocation.Store, error) {
 		if err != nil {
 			return nil, err
 		}
+		log, err := audit.Open(s.DB(), audit.Options{History: time.Duration(a.History), Logger: a.logger.Named("audit")})
+		if err != nil {
+			_ = s.Close()
+			return nil, err
+		}
 		a.logger.Info("revocation store opened", zap.String("dir", a.dir))
-		return openStore{s}, nil
+		return openStore{s, log}, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening revocation store in %s: %w", a.dir, err)
 	}
-	s := val.(openStore).Store
-	s.SetGrace(grace) // a store a previous config opened: raise it to this config's leeway
+	open := val.(openStore)
+	open.SetGrace(grace) // a store a previous config opened: raise it to this config's leeway
 	h.acquired = true
-	h.store.Store(s)
-	return s, nil
+	h.audit.Store(open.log)
+	h.store.Store(open.Store)
+	return open.Store, nil
 }
 
-// openStore lets the usage pool close the store when its last user goes.
-type openStore struct{ *revocation.Store }
+// Audit returns the usage and events log kept beside the revocation list,
+// opening both on first use.
+func (a *App) Audit() (*audit.Log, error) {
+	if log := a.hold.audit.Load(); log != nil {
+		return log, nil
+	}
+	if _, err := a.Store(); err != nil {
+		return nil, err
+	}
+	if log := a.hold.audit.Load(); log != nil {
+		return log, nil
+	}
+	return nil, errNoAudit
+}
 
-func (s openStore) Destruct() error { return s.Close() }
+// openStore lets the usage pool close the store, and the audit log kept in
+// it, when its last user goes.
+type openStore struct {
+	*revocation.Store
+	log *audit.Log
+}
+
+func (s openStore) Destruct() error {
+	return errors.Join(s.log.Close(), s.Close())
+}
 
 // revocationsCollector reports caddy_jwtguard_revocations{kind}, the live
 // entries of the store, read when Prometheus scrapes.
@@ -261,7 +317,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	return httpcaddyfile.App{Name: "jwtguard", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
-var errNoStore = errors.New("the revocation list is closed: this config has been unloaded")
+var (
+	errNoStore = errors.New("the revocation list is closed: this config has been unloaded")
+	errNoAudit = errors.New("no usage and events log is open")
+)
 
 // Interface guards
 var (

@@ -1,15 +1,26 @@
 package jwtguard
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/jwtguard/caddy-jwtguard/audit"
 	"github.com/jwtguard/caddy-jwtguard/detect"
+	"github.com/jwtguard/caddy-jwtguard/revocation"
+	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
 
 // Detect is the `detect` block of a handler: the rules that notice a
@@ -302,6 +313,9 @@ func unmarshalDetect(d *caddyfile.Dispenser) (*Detect, error) {
 			if sub == "geoip" {
 				c.GeoIP = args[0]
 			} else {
+				if err := checkWebhook(args[0]); err != nil {
+					return nil, d.Errf("detect: %v", err)
+				}
 				c.Webhook = args[0]
 			}
 		case "network_prefix":
@@ -355,7 +369,189 @@ type unopenedGeo struct{}
 
 func (unopenedGeo) Locate(netip.Addr) (detect.Place, bool) { return detect.Place{}, false }
 
+func checkWebhook(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("webhook %q: want an http:// or https:// URL", s)
+	}
+	return nil
+}
+
 func isDuration(s string) bool {
 	_, err := caddy.ParseDuration(s)
 	return err == nil
+}
+
+// provisionDetect builds the handler's detector and opens its geoip file.
+func (h *Handler) provisionDetect() error {
+	c := h.Detect
+	var geo detect.Locator
+	if c.GeoIP != "" {
+		g, err := detect.OpenGeoIP(c.GeoIP)
+		if err != nil {
+			return fmt.Errorf("detect: geoip: %v", err)
+		}
+		h.geo, geo = g, g
+		h.country = func(a netip.Addr) string {
+			p, _ := g.Locate(a)
+			return p.Country
+		}
+	}
+	cfg, err := c.config(geo)
+	if err != nil {
+		return fmt.Errorf("detect: %v", err)
+	}
+	if h.detector, err = detect.New(cfg); err != nil {
+		return fmt.Errorf("detect: %v", err)
+	}
+	if c.Webhook != "" {
+		if err := checkWebhook(c.Webhook); err != nil {
+			return fmt.Errorf("detect: %v", err)
+		}
+		h.app.useWebhook(c.Webhook)
+	}
+	trackDetector(h.detector, true)
+	return nil
+}
+
+// cleanupDetect releases what provisionDetect took.
+func (h *Handler) cleanupDetect() {
+	if h.detector != nil {
+		trackDetector(h.detector, false)
+	}
+	if h.geo != nil {
+		_ = h.geo.Close()
+	}
+}
+
+// sweepDetector forgets idle tokens once a minute.
+func (h *Handler) sweepDetector(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.detector.Sweep()
+		}
+	}
+}
+
+var errSuspicious = &verifier.Error{Code: verifier.CodeSuspicious, Reason: "suspicious use of this token"}
+
+// watch records a request with a valid, unrevoked token in the usage audit
+// and runs the detection rules on it; it returns the error to refuse the
+// request with when a rule's action says so. With nothing firing it costs
+// no allocation and no I/O.
+func (h *Handler) watch(r *http.Request, tok *verifier.Token) *verifier.Error {
+	req := detect.Request{
+		TokenID:   tok.ID,
+		Issuer:    tok.Issuer,
+		Subject:   tok.Subject,
+		ClientIP:  clientIP(r),
+		UserAgent: userAgent(r),
+		Expires:   tok.ExpiresAt(),
+	}
+	if log, err := h.app.Audit(); err == nil {
+		iat, hasIat := tok.IssuedAtUnix()
+		log.Use(&audit.Use{
+			TokenID: req.TokenID, Issuer: req.Issuer, Subject: req.Subject,
+			ExpiresAt: req.Expires.Unix(), ClientIP: req.ClientIP, UserAgent: req.UserAgent,
+			JTI: tok.JTI, KeyID: revocationKeyID(tok), IssuedAt: iat, HasIssuedAt: hasIat,
+			Country: h.country,
+		})
+	}
+	v := h.detector.Observe(&req)
+	if v.Findings == nil {
+		return nil
+	}
+	return h.act(tok, &req, v)
+}
+
+// act applies what the rules found: the strongest action, one event per
+// new finding, a revocation when the action asks for one. The rare path.
+func (h *Handler) act(tok *verifier.Token, req *detect.Request, v detect.Verdict) *verifier.Error {
+	strongest := v.Strongest()
+	var refusal *verifier.Error
+	switch {
+	case strongest >= detect.Revoke:
+		refusal = errRevoked
+	case strongest == detect.Reject:
+		refusal = errSuspicious
+	}
+	log, logErr := h.app.Audit()
+	for _, f := range v.Findings {
+		if !f.NewEvent {
+			continue
+		}
+		ev := audit.Event{
+			Detector: f.Rule, Action: f.Action.String(), TokenID: req.TokenID,
+			Issuer: req.Issuer, Subject: req.Subject, ClientIP: req.ClientIP,
+			UserAgent: req.UserAgent, Detail: f.Detail, Webhook: h.Detect.Webhook,
+		}
+		if f.Action >= detect.Revoke {
+			id, err := h.revokeFor(tok, req, &f)
+			if err != nil {
+				// The thief's request is refused all the same; the next
+				// one fires again only after the quiet period, so say so.
+				h.logger.Error("detection could not store its revocation",
+					zap.String("token_id", req.TokenID), zap.String("detector", f.Rule), zap.Error(err))
+				refusal = errSuspicious
+			}
+			ev.Revocation = id
+		}
+		countDetection(f.Rule, f.Action)
+		if c := h.logger.Check(zapcore.WarnLevel, "suspicious token use"); c != nil {
+			c.Write(zap.String("token_id", req.TokenID), zap.String("detector", f.Rule),
+				zap.String("action", f.Action.String()), zap.String("sub", req.Subject),
+				zap.String("client_ip", req.ClientIP.String()), zap.String("detail", f.Detail))
+		}
+		if logErr != nil {
+			h.logger.Error("detection event not recorded", zap.String("token_id", req.TokenID), zap.Error(logErr))
+			continue
+		}
+		// An event whose action revoked is on disk before the answer.
+		if _, err := log.Record(ev, f.Action >= detect.Revoke); err != nil {
+			h.logger.Error("detection event not recorded", zap.String("token_id", req.TokenID), zap.Error(err))
+		}
+	}
+	return refusal
+}
+
+// revokeFor stores the revocation a revoke or revoke_subject finding asks
+// for, durable before it returns, and gives its id.
+func (h *Handler) revokeFor(tok *verifier.Token, req *detect.Request, f *detect.Finding) (string, error) {
+	store, err := h.app.Store()
+	if err != nil {
+		return "", err
+	}
+	e := revocation.Entry{Reason: "detect " + f.Rule + ": " + f.Detail}
+	if f.Action == detect.RevokeSubject && tok.Subject != "" {
+		e.Subject, e.Issuer = tok.Subject, tok.Issuer
+	} else {
+		exp := tok.ExpiresAt()
+		e.TokenID, e.ExpiresAt = tok.ID, &exp
+	}
+	stored, _, err := store.Add(e)
+	return stored.ID, err
+}
+
+// clientIP is Caddy's client address: the connection's, or the forwarded
+// one when the connection comes from the server's trusted_proxies.
+func clientIP(r *http.Request) netip.Addr {
+	s, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if s == "" {
+		s, _, _ = net.SplitHostPort(r.RemoteAddr)
+	}
+	a, _ := netip.ParseAddr(s)
+	return a.Unmap()
+}
+
+// userAgent reads the header without canonicalising its name.
+func userAgent(r *http.Request) string {
+	if v := r.Header["User-Agent"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }

@@ -78,6 +78,8 @@ func TestCaddyfileDetectErrors(t *testing.T) {
 		{" detect {\n  network_prefix 33 56\n }", "IPv4 bits from 1 to 32", 4},
 		{" detect {\n  max_tracked 0\n }", "at least 1", 4},
 		{" detect {\n  geoip\n }", "geoip: want one value", 4},
+		{" detect {\n  webhook /hook\n }", `webhook "/hook": want an http:// or https:// URL`, 4},
+		{" detect {\n  webhook ftp://x/y\n }", "want an http:// or https:// URL", 4},
 		{" detect {\n  sniff 1\n }", "unrecognized subdirective sniff", 4},
 		{" detect on", "detect: takes no values", 3},
 		{" detect {\n }\n detect {\n }", "detect: repeated", 5},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jwtguard/caddy-jwtguard/detect"
 	"github.com/jwtguard/caddy-jwtguard/jwks"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
@@ -19,10 +20,39 @@ const (
 // The collectors are created once and registered on every config load's
 // registry. Each result's counter is looked up once, not per request.
 var metrics = struct {
-	once     sync.Once
-	requests resultCounter
-	fetches  resultCounter
+	once       sync.Once
+	requests   resultCounter
+	fetches    resultCounter
+	detections *prometheus.CounterVec
+	tracked    prometheus.GaugeFunc
 }{}
+
+// liveDetectors are the detectors of every provisioned handler, for the
+// tracked-tokens gauge; a handler's Cleanup takes its own out.
+var liveDetectors = struct {
+	sync.Mutex
+	m map[*detect.Detector]struct{}
+}{m: map[*detect.Detector]struct{}{}}
+
+func trackDetector(d *detect.Detector, live bool) {
+	liveDetectors.Lock()
+	defer liveDetectors.Unlock()
+	if live {
+		liveDetectors.m[d] = struct{}{}
+	} else {
+		delete(liveDetectors.m, d)
+	}
+}
+
+func trackedTokens() float64 {
+	liveDetectors.Lock()
+	defer liveDetectors.Unlock()
+	n := 0
+	for d := range liveDetectors.m {
+		n += d.Tracked()
+	}
+	return float64(n)
+}
 
 // resultCounter is a counter with one low-cardinality label, result, whose
 // values are all known up front.
@@ -58,11 +88,25 @@ func initMetrics(registry *prometheus.Registry) error {
 		metrics.fetches = newResultCounter("key_fetches_total",
 			"JWK Set and OpenID discovery fetches, by result: ok, unchanged, or error_*.",
 			jwks.Results)
+		metrics.detections = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy", Subsystem: "jwtguard", Name: "detections_total",
+			Help: "Detection events, by rule (detector) and the action it took.",
+		}, []string{"detector", "action"})
+		metrics.tracked = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "caddy", Subsystem: "jwtguard", Name: "tracked_tokens",
+			Help: "Tokens followed in memory by stolen-token detection.",
+		}, trackedTokens)
 	})
-	if err := register(registry, metrics.requests.vec); err != nil {
-		return err
+	for _, c := range []prometheus.Collector{metrics.requests.vec, metrics.fetches.vec, metrics.detections, metrics.tracked} {
+		if err := register(registry, c); err != nil {
+			return err
+		}
 	}
-	return register(registry, metrics.fetches.vec)
+	return nil
+}
+
+func countDetection(rule string, a detect.Action) {
+	metrics.detections.WithLabelValues(rule, a.String()).Inc()
 }
 
 func codeStrings() []string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"os"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/jwtguard/caddy-jwtguard/detect"
 	"github.com/jwtguard/caddy-jwtguard/jwks"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
@@ -120,7 +122,10 @@ type Handler struct {
 
 	verifier *verifier.Verifier
 	keySets  []*jwks.Set // started by Provision, stopped with its context
-	app      *App        // nil with revocation off
+	app      *App        // nil with revocation off and no detect
+	detector *detect.Detector
+	geo      *detect.GeoIP
+	country  func(netip.Addr) string // the geoip country of an address, for usage records
 	sources  []verifier.Source
 	headers  []string // canonical names of the claim headers
 	logger   *zap.Logger
@@ -154,7 +159,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.verifier, err = h.newVerifier(); err != nil {
 		return err
 	}
-	if !h.DisableRevocation && h.app == nil {
+	if (!h.DisableRevocation || h.Detect != nil) && h.app == nil {
 		app, err := ctx.App("jwtguard")
 		if err != nil {
 			return fmt.Errorf("revocation list: %v", err)
@@ -177,6 +182,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		set.Start(ctx)
 	}
 	go h.sweepCache(ctx)
+	if h.Detect != nil {
+		if err := h.provisionDetect(); err != nil {
+			return err
+		}
+		go h.sweepDetector(ctx)
+	}
 	return nil
 }
 
@@ -297,6 +308,7 @@ var (
 // Cleanup forgets this handler's key sets unless a newer config took them
 // over (Caddy provisions the new config before cleaning up the old).
 func (h *Handler) Cleanup() error {
+	h.cleanupDetect()
 	keySetsMu.Lock()
 	defer keySetsMu.Unlock()
 	for k, set := range liveKeySets {
@@ -357,6 +369,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if e := h.checkRevoked(tok); e != nil {
 		return h.reject(w, repl, raw, e)
 	}
+	if h.detector != nil {
+		if e := h.watch(r, tok); e != nil {
+			return h.reject(w, repl, raw, e)
+		}
+	}
 
 	// One backing array for every claim header; each gets a slice of
 	// capacity one, so a later append elsewhere copies instead of writing
@@ -386,22 +403,15 @@ var (
 // checkRevoked asks the revocation list about the verified token; a list
 // that cannot answer fails the request closed.
 func (h *Handler) checkRevoked(tok *verifier.Token) *verifier.Error {
-	if h.app == nil {
+	if h.DisableRevocation {
 		return nil
 	}
 	store, err := h.app.Store()
 	var revoked bool
 	if err == nil {
 		iat, hasIat := tok.IssuedAtUnix()
-		// A key revocation must hold for every token the key verifies: a
-		// thief holding the key can leave kid out of the header, and then
-		// only the key's own kid names it.
-		kid := tok.KeyID
-		if kid == "" && tok.Key != nil {
-			kid = tok.Key.ID
-		}
 		revoked, err = store.Revoked(&revocation.Token{
-			ID: tok.ID, Issuer: tok.Issuer, Subject: tok.Subject, JTI: tok.JTI, KeyID: kid,
+			ID: tok.ID, Issuer: tok.Issuer, Subject: tok.Subject, JTI: tok.JTI, KeyID: revocationKeyID(tok),
 			IssuedAt: iat, HasIssuedAt: hasIat,
 		})
 	}
@@ -415,6 +425,16 @@ func (h *Handler) checkRevoked(tok *verifier.Token) *verifier.Error {
 		return errRevoked
 	}
 	return nil
+}
+
+// revocationKeyID is the kid a key revocation matches: it must hold for
+// every token the key verifies, and a thief holding the key can leave kid
+// out of the header, when only the key's own kid names it.
+func revocationKeyID(tok *verifier.Token) string {
+	if tok.KeyID == "" && tok.Key != nil {
+		return tok.Key.ID
+	}
+	return tok.KeyID
 }
 
 // dropForgedHeaders deletes every incoming header that could be taken for

@@ -21,12 +21,15 @@ const (
 	CodeBinding          Code = "binding"
 	CodeRevoked          Code = "revoked"
 	CodeStoreUnavailable Code = "store_unavailable"
+	// CodeSuspicious is the handler's: a detection rule with the reject
+	// action fired for the request.
+	CodeSuspicious Code = "suspicious"
 )
 
 // Codes lists every code, for pre-creating metric series.
 var Codes = []Code{CodeMissing, CodeMalformed, CodeAlgorithm, CodeKeysUnavailable,
 	CodeSignature, CodeType, CodeClaims, CodeExpired, CodeNotYetValid, CodeIssuer,
-	CodeAudience, CodeLifetime, CodeBinding, CodeRevoked, CodeStoreUnavailable}
+	CodeAudience, CodeLifetime, CodeBinding, CodeRevoked, CodeStoreUnavailable, CodeSuspicious}
 
 // Error is a token that failed verification. Reason is short, fixed text
 // safe to put in an RFC 6750 error_description; it never holds token data.
