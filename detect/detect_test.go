@@ -337,3 +337,54 @@ func live(t *table) int {
 	}
 	return n
 }
+
+// Uses that must stay quiet with every rule on at once.
+func TestFalsePositives(t *testing.T) {
+	geo := openGeo(t, nil)
+	steady := func(perMinute int, minutes int) []step {
+		return every(0, time.Minute/time.Duration(perMinute), perMinute*minutes, "")
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"a steady user under the rate", steady(50, 30)},
+		{"a steady user under the rate, surge warmed up", steady(5, 120)},
+		{"two addresses in one /24", []step{{at: 0, ip: "203.0.113.5"}, {at: time.Second, ip: "203.0.113.250"}}},
+		{"IPv6 addresses within one /56", []step{
+			{at: 0, ip: "2001:db8:1:ff00::1"}, {at: time.Second, ip: "2001:db8:1:ff12:abcd::9"},
+			{at: 2 * time.Second, ip: "2001:db8:1:ffff:ffff:ffff:ffff:ffff"}}},
+		{"IPv4 and its IPv4-mapped form", []step{{at: 0, ip: "203.0.113.5"}, {at: time.Second, ip: "::ffff:203.0.113.5"}}},
+		{"Paris to Versailles", []step{{at: 0, ip: "203.0.113.5"}, {at: 30 * time.Second, ip: "192.0.2.5"}}},
+		{"an address the database does not know", []step{
+			{at: 0, ip: "203.0.113.5"}, {at: time.Second, ip: "10.9.8.7"}, {at: 2 * time.Second, ip: "203.0.113.5"}}},
+		// 200 requests in a fifth of a second from trusted Tokyo ranges,
+		// each with a new User-Agent.
+		{"a trusted range", append([]step{{at: 0, ip: "203.0.113.5"}}, trustedBurst(200)...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, c := newTest(t, Config{
+				Rate:     &RateRule{Count: 60, Window: time.Minute, Action: Reject},
+				Surge:    &SurgeRule{Factor: 10, Bucket: time.Minute, Action: Reject},
+				Networks: &NetworksRule{Count: 2, Window: 10 * time.Minute, Action: Reject},
+				Travel:   &TravelRule{KMH: 900, Action: Reject},
+				Agent:    &AgentRule{Action: Reject},
+				Geo:      geo,
+				Trust:    []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:3::/48")},
+			})
+			run(t, d, c, tc.steps)
+		})
+	}
+}
+
+func trustedBurst(n int) []step {
+	s := make([]step, n)
+	for i := range s {
+		ip := "198.51.100.9"
+		if i%2 == 1 {
+			ip = "2001:db8:3::1"
+		}
+		s[i] = step{at: time.Second + time.Duration(i)*time.Millisecond, ip: ip, ua: fmt.Sprint("probe/", i)}
+	}
+	return s
+}
