@@ -76,9 +76,9 @@ type hold struct {
 	cleaned  bool
 	store    atomic.Pointer[revocation.Store]
 	audit    atomic.Pointer[audit.Log] // set before store
-	webhooks []string                 // URLs of this config's detect webhooks, under mu
-	releases []func()                 // of the deliverers Start took, under mu
-	grace    atomic.Int64 // the largest leeway of this config's handlers, in nanoseconds
+	webhooks []string                  // URLs of this config's detect webhooks, under mu
+	releases []func()                  // of the deliverers Start took, under mu
+	grace    atomic.Int64              // the largest leeway of this config's handlers, in nanoseconds
 }
 
 // CaddyModule returns the Caddy module information.

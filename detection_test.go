@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -135,7 +136,7 @@ func eventsFor(t *testing.T, tokenID string) eventsPage {
 	}
 }
 
-func urlQuery(s string) string { return strings.NewReplacer("#", "%23", "+", "%2B", "&", "%26").Replace(s) }
+func urlQuery(s string) string { return url.QueryEscape(s) }
 
 func token(t *testing.T, sub, jti string) (string, string) {
 	return sign(t, jwt.MapClaims{"sub": sub, "iss": "https://idp", "jti": jti, "iat": time.Now().Unix() - 5}), "https://idp#" + jti
