@@ -138,10 +138,8 @@ func (r *record) merge(p *pendingToken) {
 			}
 			continue
 		}
-		h := pairHash(c.ip, c.ua)
-		if r.isDropped(h) {
-			continue
-		}
+		// Rows are never removed, so a pair once dropped is dropped again
+		// here, and drop counts it once.
 		if len(r.clients) < maxClients {
 			row := clientRow{ip: c.ip, ua: c.ua, first: c.first, last: c.last, requests: c.requests}
 			if p.country != nil {
@@ -150,7 +148,7 @@ func (r *record) merge(p *pendingToken) {
 			r.clients = append(r.clients, row)
 			continue
 		}
-		r.drop(h)
+		r.drop(pairHash(c.ip, c.ua))
 	}
 	if len(p.over) == 0 {
 		return
@@ -180,11 +178,6 @@ func (r *record) find(ip netip.Addr, ua string) *clientRow {
 		}
 	}
 	return nil
-}
-
-func (r *record) isDropped(h uint64) bool {
-	_, ok := slices.BinarySearch(r.dropped, h)
-	return ok
 }
 
 func (r *record) drop(h uint64) {
