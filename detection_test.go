@@ -6,6 +6,7 @@ package jwtguard
 // so Caddy's client IP is what the test chooses.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/spf13/cobra"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
@@ -320,6 +322,45 @@ func TestDetectionThroughCaddy(t *testing.T) {
 		// The revoked token of the networks case says so.
 		if code := adminGet(t, "/jwtguard/usage?token_id="+urlQuery("https://idp#net-1"), &usage); code != 200 || !usage.Tokens[0].Revoked {
 			t.Fatalf("usage of a revoked token: %d %+v", code, usage)
+		}
+	})
+
+	t.Run("CLI usage and events", func(t *testing.T) {
+		run := func(cmd *cobra.Command, args ...string) string {
+			var out bytes.Buffer
+			cmd.SetArgs(append(args, "--address", "localhost:2999"))
+			cmd.SetOut(&out)
+			cmd.SetErr(io.Discard)
+			if err := cmd.Execute(); err != nil {
+				t.Fatalf("%s %v: %v", cmd.Name(), args, err)
+			}
+			return out.String()
+		}
+		out := run(usageCommand(), "--sub", "grace")
+		for _, want := range []string{"token https://idp#usage-1  sub=grace  valid", "3 requests from", "203.0.113.5", "FR", "curl/8.5.0", "Firefox/140"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("usage table lacks %q:\n%s", want, out)
+			}
+		}
+		if out := run(usageCommand(), "--token-id", "https://idp#net-1"); !strings.Contains(out, "REVOKED") {
+			t.Errorf("usage of a revoked token:\n%s", out)
+		}
+		out = run(eventsCommand(), "--detector", "travel")
+		if !strings.Contains(out, "DETECTOR") || !strings.Contains(out, "revoke_subject") || !strings.Contains(out, "Paris, FR -> Tokyo, JP") || strings.Contains(out, "networks") {
+			t.Errorf("events table:\n%s", out)
+		}
+		var js struct {
+			Events []map[string]any `json:"events"`
+		}
+		if err := json.Unmarshal([]byte(run(eventsCommand(), "--sub", "bob", "--json")), &js); err != nil || len(js.Events) != 1 || js.Events[0]["detector"] != "networks" {
+			t.Errorf("events --json: %v %+v", err, js)
+		}
+		cmd := usageCommand()
+		cmd.SetArgs([]string{"--address", "localhost:2999"})
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--sub") {
+			t.Errorf("usage without --sub or --token-id: %v", err)
 		}
 	})
 
