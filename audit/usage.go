@@ -203,15 +203,14 @@ func (l *Log) Flush() error {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		m := sh.m
-		if len(m) > 0 {
+		var m map[string]*pendingToken
+		if len(sh.m) > 0 {
+			m = sh.m
 			sh.m = make(map[string]*pendingToken, len(m))
 		}
 		sh.mu.Unlock()
-		if len(m) > 0 {
-			for _, p := range m {
-				batch = append(batch, p)
-			}
+		for _, p := range m {
+			batch = append(batch, p)
 		}
 	}
 	if d := l.useDropped.Swap(0); d > 0 {

@@ -30,7 +30,7 @@ type WebhookOptions struct {
 }
 
 func defaultBackoff(n int) time.Duration {
-	return time.Second << min(n-1, 6) // 1s … 64s
+	return min(time.Second<<min(n-1, 6), time.Minute)
 }
 
 // Webhook has the events recorded with Webhook == u POSTed to u, in the
