@@ -35,6 +35,9 @@ type Options struct {
 	Grace time.Duration
 	// GCInterval is how often Badger's value-log GC runs. Default 10m.
 	GCInterval time.Duration
+	// Journal, if set, records every change Add and Delete make, in the
+	// transaction that makes it (see Journal). Apply does not journal.
+	Journal Journal
 	// SweepInterval is how often expired entries are taken out of the
 	// index and their bookkeeping deleted. An expired entry stops matching
 	// at once either way; the sweep reclaims memory and updates Counts.
@@ -68,6 +71,8 @@ type Store struct {
 	sweptExp int64 // unix seconds: entries whose expires_at is at or before it are gone
 
 	grace atomic.Int64 // seconds an entry outlives its expires_at; only grows
+
+	journal Journal
 
 	// stripes serialize Add and Delete of one ID (by its first byte), so
 	// the index follows Badger in the same order, while different IDs
@@ -115,7 +120,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("opening revocation store %s: %w", dir, err)
 	}
-	s := &Store{db: db, dir: dir, log: log, clock: clock, ix: newIndex(), stop: make(chan struct{})}
+	s := &Store{db: db, dir: dir, log: log, clock: clock, ix: newIndex(), stop: make(chan struct{}), journal: opts.Journal}
 	s.SetGrace(opts.Grace)
 	start := time.Now()
 	if err := s.load(); err != nil {
@@ -208,6 +213,12 @@ func (s *Store) load() error {
 // with created false, its expiry extended to e's if that is later (see
 // extend). Add ignores e.CreatedAt; e.ID, if set, must be the derived one.
 func (s *Store) Add(e Entry) (stored Entry, created bool, err error) {
+	return s.put(e, s.journal, nil)
+}
+
+// put is Add, recording the change in journal (nil: nowhere) and writing
+// extra's keys in the same transaction.
+func (s *Store) put(e Entry, journal Journal, extra func(Writer) error) (stored Entry, created bool, err error) {
 	s.wmu.RLock()
 	defer s.wmu.RUnlock()
 	if s.closed {
@@ -231,7 +242,7 @@ func (s *Store) Add(e Entry) (stored Entry, created bool, err error) {
 	}
 	if found {
 		if !expiredAt(old.expires, s.deadline(now)) {
-			return s.extend(txn, &old, &id, e.ExpiresAt)
+			return s.extend(txn, &old, &id, e.ExpiresAt, journal, extra)
 		}
 		// Expired, but not swept yet: replace it. Its x/ key stays, and
 		// the sweep takes its share out of the index.
@@ -248,6 +259,9 @@ func (s *Store) Add(e Entry) (stored Entry, created bool, err error) {
 	rec, err := decodeValue(val)
 	if err == nil {
 		err = setAll(txn, &rec, val, &id)
+	}
+	if err == nil {
+		err = journalChange(txn, journal, extra, &Change{Entry: e})
 	}
 	if err != nil {
 		s.seqMu.Unlock()
@@ -271,6 +285,7 @@ func (s *Store) Add(e Entry) (stored Entry, created bool, err error) {
 	s.mu.Lock()
 	s.ix.add(x)
 	s.mu.Unlock()
+	committed(journal)
 	return e, true, nil
 }
 
@@ -305,6 +320,13 @@ func (s *Store) Get(id string) (Entry, bool, error) {
 // Delete removes the entry with this ID and returns it, synced to disk
 // before it returns. An expired entry counts as already gone.
 func (s *Store) Delete(id string) (Entry, bool, error) {
+	return s.remove(id, s.journal, nil)
+}
+
+// remove is Delete, recording the change in journal (nil: nowhere) and
+// writing extra's keys in the same transaction; with extra, the
+// transaction commits even when there is nothing to delete.
+func (s *Store) remove(id string, journal Journal, extra func(Writer) error) (Entry, bool, error) {
 	raw, ok := decodeID(id)
 	if !ok {
 		return Entry{}, false, nil
@@ -325,9 +347,14 @@ func (s *Store) Delete(id string) (Entry, bool, error) {
 		return Entry{}, false, fmt.Errorf("reading revocation %s: %w", id, err)
 	}
 	if !found || expiredAt(r.expires, s.deadline(s.clock())) {
-		return Entry{}, false, nil
+		return Entry{}, false, commitExtra(txn, extra)
 	}
-	if err := deleteAll(txn, &r, &raw, true); err != nil {
+	gone := r.entry(id)
+	err = deleteAll(txn, &r, &raw, true)
+	if err == nil {
+		err = journalChange(txn, journal, extra, &Change{Delete: true, Entry: gone})
+	}
+	if err != nil {
 		return Entry{}, false, fmt.Errorf("deleting revocation %s: %w", id, err)
 	}
 	x := s.ix.refOf(&r)
@@ -341,7 +368,8 @@ func (s *Store) Delete(id string) (Entry, bool, error) {
 	s.mu.Lock()
 	s.ix.remove(x)
 	s.mu.Unlock()
-	return r.entry(id), true, nil
+	committed(journal)
+	return gone, true, nil
 }
 
 // List returns up to limit entries of kind ("" for all), oldest first,
@@ -557,14 +585,14 @@ func (s *Store) reconcile(id *[idLen]byte, cause error, fix func(stored *record)
 // posting a revocation again never shortens it and extending it leaves no
 // gap. The other fields stay as stored. The caller holds the ID's stripe
 // and wmu shared.
-func (s *Store) extend(txn *badger.Txn, old *record, id *[idLen]byte, want *time.Time) (Entry, bool, error) {
+func (s *Store) extend(txn *badger.Txn, old *record, id *[idLen]byte, want *time.Time, journal Journal, extra func(Writer) error) (Entry, bool, error) {
 	e := old.entry(idString(id))
 	var exp int64
 	if want != nil {
 		exp = want.Unix()
 	}
 	if old.expires == 0 || (exp != 0 && exp <= old.expires) {
-		return e, false, nil
+		return e, false, commitExtra(txn, extra)
 	}
 	e.ExpiresAt = nil
 	if exp != 0 {
@@ -578,6 +606,9 @@ func (s *Store) extend(txn *badger.Txn, old *record, id *[idLen]byte, want *time
 	}
 	if err == nil {
 		err = setAll(txn, &rec, val, id)
+	}
+	if err == nil {
+		err = journalChange(txn, journal, extra, &Change{Entry: e})
 	}
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("extending revocation %s: %w", e.ID, err)
@@ -595,6 +626,7 @@ func (s *Store) extend(txn *badger.Txn, old *record, id *[idLen]byte, want *time
 	s.ix.remove(from)
 	s.ix.add(to)
 	s.mu.Unlock()
+	committed(journal)
 	return e, false, nil
 }
 
