@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -94,6 +95,8 @@ func TestDetectConcurrentOneToken(t *testing.T) {
 	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n detect {\n  rate 100 1m reject\n  networks 2 1m\n  agent\n }\n}", store)
 	log := withAudit(t, h, store)
 	tok := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "hot"})
+	fired := metrics.detections.WithLabelValues("rate", "reject")
+	before := testutil.ToFloat64(fired)
 	var ok, refused atomic.Int64
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
@@ -120,6 +123,12 @@ func TestDetectConcurrentOneToken(t *testing.T) {
 	wg.Wait()
 	if ok.Load() != 100 || refused.Load() != 300 {
 		t.Fatalf("%d passed and %d refused, want exactly 100 and 300", ok.Load(), refused.Load())
+	}
+	if n := testutil.ToFloat64(fired) - before; n != 1 {
+		t.Errorf("caddy_jwtguard_detections_total{rate,reject} grew by %v, want 1 (one event)", n)
+	}
+	if n := h.detector.Tracked(); n != 1 || trackedTokens() < 1 {
+		t.Errorf("tracked tokens: detector %d, gauge %v", n, trackedTokens())
 	}
 	if err := log.Flush(); err != nil {
 		t.Fatal(err)
