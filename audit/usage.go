@@ -33,6 +33,10 @@ type Use struct {
 	// Country names the country of an address (ISO code, "" if unknown);
 	// nil without geoip. It is called when usage is flushed, never by Use.
 	Country func(netip.Addr) string
+	// Time is when the request came, unix seconds; 0 reads the Log's
+	// clock. A caller that has read the clock for the request already
+	// saves Use a clock read, which can be half its cost.
+	Time int64
 }
 
 // numShards splits the pending usage so that requests on different tokens
@@ -81,7 +85,10 @@ type overflow struct {
 // request still counts for a token already pending) and the drop is
 // counted and logged at the next flush.
 func (l *Log) Use(u *Use) {
-	now := l.clock().Unix()
+	now := u.Time
+	if now == 0 {
+		now = l.clock().Unix()
+	}
 	ip := u.ClientIP.Unmap()
 	ua := clipUserAgent(u.UserAgent)
 	sh := &l.shards[maphash.String(l.seed, u.TokenID)%numShards]

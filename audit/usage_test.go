@@ -89,6 +89,13 @@ func TestUsageShownAtOnceAndCountedOnce(t *testing.T) {
 		got.Clients[0].FirstSeen.Unix() != t0 || got.Clients[1].FirstSeen.Unix() != t0+2 {
 		t.Errorf("last seen %v, rows %+v; want the token and its first row last seen at %v", got.LastSeen, got.Clients, time.Unix(t0+2, 0))
 	}
+	// A use that gives its time is counted at that time.
+	u3 := *u
+	u3.Time = t0 + 100
+	e.log.Use(&u3)
+	if got := mustUsage(t, e.log, "t1"); got.LastSeen.Unix() != t0+100 || got.Requests != 5 {
+		t.Errorf("a use at t0+100: last seen %v, %d requests", got.LastSeen, got.Requests)
+	}
 	if _, ok, err := e.log.Usage("unknown"); ok || err != nil {
 		t.Errorf("Usage of an unknown token: %v, %v", ok, err)
 	}
