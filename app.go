@@ -3,8 +3,10 @@ package jwtguard
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +66,10 @@ type App struct {
 	// when they happened, usage from the token's last use. Default: 168h.
 	History caddy.Duration `json:"history,omitempty"`
 
+	// Replicate the revocation list to the other nodes of a cluster.
+	// Default: none, this node alone.
+	Cluster *Cluster `json:"cluster,omitempty"`
+
 	dir    string
 	logger *zap.Logger
 	hold   *hold
@@ -102,6 +108,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.dir = abs
 	a.hold = new(hold)
+	if a.Cluster != nil {
+		// Parsed, not wired yet: refuse rather than run a node alone
+		// while its user believes it replicates.
+		return errors.New("cluster: replication is not available in this build yet")
+	}
 	return register(ctx.GetMetricsRegistry(), revocationsCollector{a})
 }
 
@@ -272,11 +283,34 @@ func (c revocationsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// Cluster is how the revocation list reaches the other nodes.
+type Cluster struct {
+	// The engine; "redis" (Redis 5 or newer, Streams).
+	Engine string `json:"engine"`
+	// One Redis URL (redis://, rediss:// or unix://), or several for
+	// Redis Cluster.
+	URLs []string `json:"urls"`
+	// The key prefix in Redis, so that clusters can share one Redis.
+	// Default: jwtguard.
+	Prefix string `json:"prefix,omitempty"`
+	// How long start-up waits to catch up before handlers answer.
+	// Default: 5s.
+	SyncTimeout caddy.Duration `json:"sync_timeout,omitempty"`
+	// This node's name in status and events. Default: the host name and
+	// the storage directory.
+	Node string `json:"node,omitempty"`
+}
+
 // parseGlobalOption sets up the app from the global options block:
 //
 //	jwtguard {
 //		storage_dir <path>
 //		history <duration>
+//		cluster redis <url...> {
+//			prefix <name>
+//			sync_timeout <duration>
+//			node <name>
+//		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	var app App
@@ -310,11 +344,92 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 				return nil, d.Errf("history: %q is not a duration of more than zero (e.g. 168h)", args[0])
 			}
 			app.History = caddy.Duration(dur)
+		case "cluster":
+			if app.Cluster != nil {
+				return nil, d.Err("cluster: repeated")
+			}
+			c, err := parseCluster(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Cluster = c
 		default:
 			return nil, d.Errf("unrecognized subdirective %s", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "jwtguard", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseCluster reads `cluster redis <url...> { ... }`.
+func parseCluster(d *caddyfile.Dispenser) (*Cluster, error) {
+	args := d.RemainingArgs()
+	if len(args) == 0 || args[0] != "redis" {
+		return nil, d.Err("cluster: want cluster redis <url...>: redis is the one engine")
+	}
+	if len(args) < 2 {
+		return nil, d.Err("cluster redis: at least one Redis URL, e.g. redis://10.0.0.5:6379/0")
+	}
+	c := &Cluster{Engine: args[0], URLs: args[1:]}
+	for _, u := range c.URLs {
+		if err := checkRedisURL(u); err != nil {
+			return nil, d.Errf("cluster redis: %v", err)
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		args := d.RemainingArgs()
+		if len(args) != 1 {
+			return nil, d.Errf("cluster: %s: want one value, got %d", sub, len(args))
+		}
+		switch sub {
+		case "prefix":
+			if c.Prefix != "" {
+				return nil, d.Err("cluster: prefix: repeated")
+			}
+			if strings.ContainsAny(args[0], "{}: \t") {
+				return nil, d.Errf("cluster: prefix %q: no braces, colons or spaces (it becomes a Redis hash tag)", args[0])
+			}
+			c.Prefix = args[0]
+		case "sync_timeout":
+			if c.SyncTimeout != 0 {
+				return nil, d.Err("cluster: sync_timeout: repeated")
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur <= 0 {
+				return nil, d.Errf("cluster: sync_timeout %q: want a duration of more than zero (e.g. 5s)", args[0])
+			}
+			c.SyncTimeout = caddy.Duration(dur)
+		case "node":
+			if c.Node != "" {
+				return nil, d.Err("cluster: node: repeated")
+			}
+			c.Node = args[0]
+		default:
+			return nil, d.Errf("cluster: unrecognized subdirective %s", sub)
+		}
+	}
+	return c, nil
+}
+
+// checkRedisURL says what is wrong with a Redis URL before Caddy starts.
+func checkRedisURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		if u.Host == "" {
+			return fmt.Errorf("%q has no host", s)
+		}
+	case "unix":
+		if u.Path == "" {
+			return fmt.Errorf("%q has no socket path", s)
+		}
+	default:
+		return fmt.Errorf("%q: want a redis://, rediss:// or unix:// URL", s)
+	}
+	return nil
 }
 
 var (
