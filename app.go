@@ -118,18 +118,26 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // Start opens the store, or takes the one a previous config left open.
 func (a *App) Start() error {
-	log, err := a.Audit()
-	if err != nil {
+	if _, err := a.Store(); err != nil {
 		return err
 	}
 	// Webhook deliverers run from the database, one per URL: taken here
 	// before the previous config lets go in its Stop, so delivery goes on
 	// across a reload.
 	a.hold.mu.Lock()
-	for _, u := range a.hold.webhooks {
-		a.hold.releases = append(a.hold.releases, log.Webhook(u, audit.WebhookOptions{}))
-	}
+	hooks := slices.Clone(a.hold.webhooks)
 	a.hold.mu.Unlock()
+	if len(hooks) > 0 {
+		log, err := a.Audit()
+		if err != nil {
+			return err
+		}
+		a.hold.mu.Lock()
+		for _, u := range hooks {
+			a.hold.releases = append(a.hold.releases, log.Webhook(u, audit.WebhookOptions{}))
+		}
+		a.hold.mu.Unlock()
+	}
 	running.Lock()
 	running.apps = append(running.apps, a)
 	running.Unlock()
