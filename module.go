@@ -447,13 +447,25 @@ func (h *Handler) dropForgedHeaders(r *http.Request) {
 		return
 	}
 	hdr := r.Header
+	// The lists are noticed in the same pass, which costs less than
+	// looking them up (most requests have no Trailer, many no Connection).
+	var conn, trailer bool
 	for name := range hdr {
-		if h.isClaimHeader(name) {
+		switch {
+		case h.isClaimHeader(name):
 			delete(hdr, name)
+		case name == "Connection":
+			conn = true
+		case name == "Trailer":
+			trailer = true
 		}
 	}
-	h.dropFromList(hdr, "Connection")
-	h.dropFromList(hdr, "Trailer")
+	if conn {
+		h.dropFromList(hdr, "Connection")
+	}
+	if trailer {
+		h.dropFromList(hdr, "Trailer")
+	}
 	h.dropForgedTrailers(r)
 }
 
@@ -524,9 +536,11 @@ func (h *Handler) namesClaimHeader(list string) bool {
 // Only bodies that can carry trailers are wrapped: of unknown length
 // (chunked) or with trailers declared.
 func (h *Handler) dropForgedTrailers(r *http.Request) {
-	for name := range r.Trailer {
-		if h.isClaimHeader(name) {
-			delete(r.Trailer, name)
+	if r.Trailer != nil {
+		for name := range r.Trailer {
+			if h.isClaimHeader(name) {
+				delete(r.Trailer, name)
+			}
 		}
 	}
 	if r.Body != nil && r.Body != http.NoBody && (r.Trailer != nil || r.ContentLength < 0) {
