@@ -26,7 +26,7 @@ unit:
 
 # The packages with shared state, again under the race detector.
 race:
-	$(GO) test -count=1 -race -timeout 20m -short ./verifier/ ./revocation/ ./jwks/ .
+	$(GO) test -count=1 -race -timeout 20m -short ./verifier/ ./revocation/ ./jwks/ ./detect/ ./audit/ .
 
 # Each fuzz target briefly: go test runs one target per invocation. Minimizing
 # a new input may otherwise take a minute, all of FUZZTIME.
