@@ -100,6 +100,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch sub {
 		case "from":
 			src, err := parseSource(args)
+			if err == nil {
+				err = checkSourceName(src)
+			}
 			if err != nil {
 				return d.Errf("from: %v", err)
 			}
@@ -183,6 +186,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if !validHeaderName(args[1]) {
 				return d.Errf("claim_header: %q is not a valid header field name", args[1])
+			}
+			if err := checkClaimHeader(args[1]); err != nil {
+				return d.Errf("claim_header: %v", err)
 			}
 			for _, ch := range h.ClaimHeaders {
 				if strings.EqualFold(ch.Header, args[1]) {

@@ -337,11 +337,37 @@ func (h *Handler) Validate() error {
 		if s.Name == "" {
 			return fmt.Errorf("from %s: a name is required", s.Kind)
 		}
+		if err := checkSourceName(s); err != nil {
+			return fmt.Errorf("from %s: %v", s.Kind, err)
+		}
 	}
 	for _, ch := range h.ClaimHeaders {
 		if ch.Claim == "" || !validHeaderName(ch.Header) {
 			return fmt.Errorf("claim_header %q %q: need a claim and a valid header field name", ch.Claim, ch.Header)
 		}
+		if err := checkClaimHeader(ch.Header); err != nil {
+			return fmt.Errorf("claim_header %s: %v", ch.Header, err)
+		}
+	}
+	return nil
+}
+
+// checkSourceName refuses a cookie name that no Cookie header can carry:
+// it would never match, and the route would quietly accept nothing.
+func checkSourceName(s verifier.Source) error {
+	if s.Kind == verifier.FromCookie && !validHeaderName(s.Name) {
+		return fmt.Errorf("%q is not a valid cookie name", s.Name)
+	}
+	return nil
+}
+
+// checkClaimHeader refuses header fields a proxy never forwards: the
+// upstream would never see the claim.
+func checkClaimHeader(name string) error {
+	switch http.CanonicalHeaderKey(name) {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length":
+		return fmt.Errorf("%s is a hop-by-hop or framing header that the proxy does not pass on as set; pick another name", name)
 	}
 	return nil
 }
