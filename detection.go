@@ -1,7 +1,6 @@
 package jwtguard
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -421,20 +420,6 @@ func (h *Handler) cleanupDetect() {
 	}
 	if h.geo != nil {
 		_ = h.geo.Close()
-	}
-}
-
-// sweepDetector forgets idle tokens once a minute.
-func (h *Handler) sweepDetector(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			h.detector.Sweep()
-		}
 	}
 }
 

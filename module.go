@@ -181,13 +181,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, set := range h.keySets {
 		set.Start(ctx)
 	}
-	go h.sweepCache(ctx)
 	if h.Detect != nil {
 		if err := h.provisionDetect(); err != nil {
 			return err
 		}
-		go h.sweepDetector(ctx)
 	}
+	go h.sweep(ctx)
 	return nil
 }
 
@@ -669,9 +668,10 @@ func (h *Handler) reject(w http.ResponseWriter, repl *caddy.Replacer, raw string
 	return caddyhttp.Error(status, e)
 }
 
-// sweepCache drops expired tokens from the cache once a minute, so that
-// tokens nobody sends again do not hold memory until evicted.
-func (h *Handler) sweepCache(ctx context.Context) {
+// sweep drops expired tokens from the cache, and idle tokens from the
+// detector, once a minute, so that tokens nobody sends again do not hold
+// memory until evicted.
+func (h *Handler) sweep(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -680,6 +680,9 @@ func (h *Handler) sweepCache(ctx context.Context) {
 			return
 		case <-t.C:
 			h.verifier.SweepCache()
+			if h.detector != nil {
+				h.detector.Sweep()
+			}
 		}
 	}
 }
