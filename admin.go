@@ -193,13 +193,14 @@ func (a adminAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return apiError(http.StatusBadRequest, "%v", err)
 	}
-	entry, err := req.entry(time.Now())
-	if err != nil {
-		return apiError(http.StatusBadRequest, "%v", err)
-	}
 	store, err := runningStore()
 	if err != nil {
 		return err
+	}
+	// A token a handler's leeway still accepts can still be revoked.
+	entry, err := req.entry(time.Now().Add(-store.Grace()))
+	if err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
 	}
 	stored, created, err := store.Add(entry)
 	if errors.Is(err, revocation.ErrInvalid) {
@@ -216,8 +217,10 @@ func (a adminAPI) create(w http.ResponseWriter, r *http.Request) error {
 }
 
 // entry turns the request into a revocation entry; the store checks the
-// combinations of fields, this checks what only the API knows.
-func (req *revokeRequest) entry(now time.Time) (revocation.Entry, error) {
+// combinations of fields, this checks what only the API knows. A token
+// that expired at or before dead can no longer be used, even within a
+// handler's leeway.
+func (req *revokeRequest) entry(dead time.Time) (revocation.Entry, error) {
 	var e revocation.Entry
 	if req.Reason != nil {
 		e.Reason = *req.Reason
@@ -255,7 +258,7 @@ func (req *revokeRequest) entry(now time.Time) (revocation.Entry, error) {
 			return e, fmt.Errorf("token: %v", err)
 		}
 		exp := tok.ExpiresAt()
-		if !exp.After(now) {
+		if !exp.After(dead) {
 			return e, fmt.Errorf("token: expired at %s, it cannot be used any more", exp.UTC().Format(time.RFC3339))
 		}
 		e.TokenID = tok.ID

@@ -147,7 +147,7 @@ func printTable(w io.Writer, entries []revocation.Entry) error {
 		if e.ExpiresAt != nil {
 			expires = e.ExpiresAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.ID, e.Kind, matches(e), e.Reason, expires)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.ID, e.Kind, oneLine(matches(e)), oneLine(e.Reason), expires)
 	}
 	return tw.Flush()
 }

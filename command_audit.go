@@ -72,7 +72,7 @@ func printUsage(w io.Writer, tokens []audit.Usage) error {
 		if u.Revoked {
 			state = "REVOKED"
 		}
-		fmt.Fprintf(w, "token %s  sub=%s  %s\n", u.TokenID, u.Subject, state)
+		fmt.Fprintf(w, "token %s  sub=%s  %s\n", oneLine(u.TokenID), oneLine(u.Subject), state)
 		fmt.Fprintf(w, "  %d requests from %s to %s, expires %s\n", u.Requests, rfc3339(u.FirstSeen), rfc3339(u.LastSeen), rfc3339(u.ExpiresAt))
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  CLIENT\tCOUNTRY\tUSER AGENT\tREQUESTS\tFIRST SEEN\tLAST SEEN")
@@ -163,15 +163,16 @@ func printEvents(w io.Writer, events []audit.Event) error {
 		if rev == "" {
 			rev = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rfc3339(e.Time), e.Detector, e.Action, e.Subject, e.ClientIP, oneLine(e.Detail), e.TokenID, rev)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rfc3339(e.Time), e.Detector, e.Action, oneLine(e.Subject), e.ClientIP, oneLine(e.Detail), oneLine(e.TokenID), rev)
 	}
 	return tw.Flush()
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// oneLine keeps a client-chosen string (a User-Agent) from breaking the
-// table or the terminal: control characters become '?'.
+// oneLine keeps a string a client or a token chose (a User-Agent, a sub,
+// a token id) from breaking the table or driving the operator's terminal:
+// control characters (tab included) become '?'.
 func oneLine(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -413,14 +414,46 @@ func (h *Handler) provisionDetect() error {
 	return nil
 }
 
-// cleanupDetect releases what provisionDetect took.
+// cleanupDetect releases what provisionDetect took. The geoip database
+// is not closed: it lives in memory and holds nothing of the system's,
+// and usage not flushed yet (up to 10 s of it, and requests still in this
+// config's handlers) asks it for countries after this config is gone.
 func (h *Handler) cleanupDetect() {
 	if h.detector != nil {
 		trackDetector(h.detector, false)
 	}
-	if h.geo != nil {
-		_ = h.geo.Close()
+}
+
+// revokingActions names the rules whose action revokes, for the check that
+// they have a revocation list to revoke in.
+func (c *Detect) revokingActions() []string {
+	acts := map[string]string{}
+	if c.Rate != nil {
+		acts["rate"] = c.Rate.Action
 	}
+	if c.Surge != nil {
+		acts["surge"] = c.Surge.Action
+	}
+	if c.Networks != nil {
+		acts["networks"] = c.Networks.Action
+	}
+	if c.Travel != nil {
+		acts["travel"] = c.Travel.Action
+	}
+	if c.Agent != nil {
+		acts["agent"] = c.Agent.Action
+	}
+	if c.Binding != nil {
+		acts["binding"] = c.Binding.Action
+	}
+	var out []string
+	for rule, a := range acts {
+		if a == "revoke" || a == "revoke_subject" {
+			out = append(out, rule+" "+a)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 var errSuspicious = &verifier.Error{Code: verifier.CodeSuspicious, Reason: "suspicious use of this token"}
@@ -436,7 +469,9 @@ func (h *Handler) watch(r *http.Request, tok *verifier.Token) *verifier.Error {
 		Subject:   tok.Subject,
 		ClientIP:  clientIP(r),
 		UserAgent: userAgent(r),
-		Expires:   tok.ExpiresAt(),
+		// The leeway keeps the token usable past its exp: so long its
+		// state must stay.
+		Expires: tok.ExpiresAt().Add(time.Duration(h.Leeway)),
 	}
 	if log, err := h.app.Audit(); err == nil {
 		iat, hasIat := tok.IssuedAtUnix()
@@ -476,7 +511,7 @@ func (h *Handler) act(tok *verifier.Token, req *detect.Request, v detect.Verdict
 			UserAgent: req.UserAgent, Detail: f.Detail, Webhook: h.Detect.Webhook,
 		}
 		if f.Action >= detect.Revoke {
-			id, err := h.revokeFor(tok, req, &f)
+			id, err := h.revokeFor(tok, &f)
 			if err != nil {
 				// The thief's request is refused all the same; the next
 				// one fires again only after the quiet period, so say so.
@@ -504,22 +539,37 @@ func (h *Handler) act(tok *verifier.Token, req *detect.Request, v detect.Verdict
 	return refusal
 }
 
-// revokeFor stores the revocation a revoke or revoke_subject finding asks
-// for, durable before it returns, and gives its id.
-func (h *Handler) revokeFor(tok *verifier.Token, req *detect.Request, f *detect.Finding) (string, error) {
+// revokeFor stores the revocations a revoke or revoke_subject finding asks
+// for, durable before it returns, and gives the id of the one the event
+// names. revoke_subject also revokes the firing token itself: a subject
+// entry matches tokens issued before the second it was made, which a
+// token from an issuer whose clock runs ahead (within the leeway) is not.
+// A token without iss gets no subject entry: one without iss would log out
+// that sub at every issuer.
+func (h *Handler) revokeFor(tok *verifier.Token, f *detect.Finding) (string, error) {
 	store, err := h.app.Store()
 	if err != nil {
 		return "", err
 	}
-	e := revocation.Entry{Reason: "detect " + f.Rule + ": " + f.Detail}
-	if f.Action == detect.RevokeSubject && tok.Subject != "" {
-		e.Subject, e.Issuer = tok.Subject, tok.Issuer
-	} else {
-		exp := tok.ExpiresAt()
-		e.TokenID, e.ExpiresAt = tok.ID, &exp
+	reason := "detect " + f.Rule + ": " + f.Detail
+	exp := tok.ExpiresAt()
+	stored, _, err := store.Add(revocation.Entry{TokenID: tok.ID, ExpiresAt: &exp, Reason: reason})
+	if err != nil || f.Action != detect.RevokeSubject {
+		return stored.ID, err
 	}
-	stored, _, err := store.Add(e)
-	return stored.ID, err
+	if tok.Subject == "" || tok.Issuer == "" {
+		h.logger.Warn("revoke_subject revoked only the token: it has no iss and sub to log out everywhere",
+			zap.String("token_id", tok.ID), zap.String("detector", f.Rule))
+		return stored.ID, nil
+	}
+	e := revocation.Entry{Subject: tok.Subject, Issuer: tok.Issuer, Reason: reason}
+	if h.MaxLifetime > 0 {
+		// No token it matches can outlive this: let it go by itself.
+		x := time.Now().Add(time.Duration(h.MaxLifetime))
+		e.ExpiresAt = &x
+	}
+	subj, _, err := store.Add(e)
+	return subj.ID, err
 }
 
 // clientIP is Caddy's client address: the connection's, or the forwarded

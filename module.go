@@ -340,6 +340,11 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("from %s: %v", s.Kind, err)
 		}
 	}
+	if h.DisableRevocation && h.Detect != nil {
+		if acts := h.Detect.revokingActions(); len(acts) > 0 {
+			return fmt.Errorf("detect: %s: revokes, but this handler has revocation off and would go on accepting the token; use reject, or turn revocation on", strings.Join(acts, ", "))
+		}
+	}
 	for _, ch := range h.ClaimHeaders {
 		if ch.Claim == "" || !validHeaderName(ch.Header) {
 			return fmt.Errorf("claim_header %q %q: need a claim and a valid header field name", ch.Claim, ch.Header)

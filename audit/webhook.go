@@ -234,6 +234,15 @@ func (d *deliverer) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
+				var refused *refusedError
+				if errors.As(err, &refused) {
+					// The receiver will never take this one (a WAF that
+					// blocks a thief's User-Agent, say): retrying it
+					// forever would hold back every later event.
+					d.log.Error("webhook refused an event for good; skipping it",
+						zap.Uint64("position", e.pos), zap.Int("status", refused.status))
+					break
+				}
 				d.log.Warn("webhook delivery failed; retrying", zap.Int("attempt", failures+1), zap.Error(err))
 				if !retry() {
 					return
@@ -263,11 +272,20 @@ func (d *deliverer) post(ctx context.Context, body []byte) error {
 	// Read a little of the answer so the connection can be reused.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("answered %s", resp.Status)
+	switch c := resp.StatusCode; {
+	case c >= 200 && c <= 299:
+		return nil
+	case c >= 400 && c <= 499 && c != http.StatusRequestTimeout && c != http.StatusTooEarly && c != http.StatusTooManyRequests:
+		return &refusedError{c}
 	}
-	return nil
+	return fmt.Errorf("answered %s", resp.Status)
 }
+
+// refusedError is an answer that says the event itself is refused (a 4xx
+// other than 408, 425 and 429): sending it again cannot help.
+type refusedError struct{ status int }
+
+func (e *refusedError) Error() string { return fmt.Sprintf("refused the event: %d", e.status) }
 
 // read returns up to n events for this URL after pos after.
 func (d *deliverer) read(after uint64, n int) ([]pendingEvent, error) {

@@ -273,7 +273,7 @@ func bulkWrite(db *badger.DB, n int, now time.Time) error {
 		if i%6 == 2 {
 			e.ExpiresAt = &expires
 		}
-		e, err := normalize(e, now)
+		e, err := normalize(e, now, now)
 		if err != nil {
 			return err
 		}

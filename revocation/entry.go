@@ -97,7 +97,11 @@ func invalid(field, format string, args ...any) error {
 // normalize validates e against the SPEC's rules and returns the entry as
 // it will be stored: kind set, before/expires_at at second precision and in
 // UTC, ID derived. CreatedAt is left for the store to assign.
-func normalize(e Entry, now time.Time) (Entry, error) {
+//
+// An expires_at at or before dead (now less the store's grace period) is
+// refused: an entry for a token that a handler's leeway still accepts
+// must be storable, though its expires_at has passed.
+func normalize(e Entry, now, dead time.Time) (Entry, error) {
 	type field struct {
 		name string
 		val  string
@@ -169,8 +173,11 @@ func normalize(e Entry, now time.Time) (Entry, error) {
 		if err := checkRange("expires_at", x); err != nil {
 			return Entry{}, err
 		}
-		if !x.After(now) {
-			return Entry{}, invalid("expires_at", "expires_at %s is not in the future", x.Format(time.RFC3339))
+		if !x.After(dead) {
+			if dead.Equal(now) {
+				return Entry{}, invalid("expires_at", "expires_at %s is not in the future", x.Format(time.RFC3339))
+			}
+			return Entry{}, invalid("expires_at", "expires_at %s has passed, and so has the grace period the handlers' leeway gives it (%s)", x.Format(time.RFC3339), now.Sub(dead).Round(time.Second))
 		}
 		// Round up: the entry must match at least as long as asked.
 		secs := x.Unix()

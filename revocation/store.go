@@ -225,7 +225,11 @@ func (s *Store) put(e Entry, journal Journal, extra func(Writer) error) (stored 
 		return Entry{}, false, ErrClosed
 	}
 	now := s.clock()
-	e, err = normalize(e, now)
+	dead := now.Add(-s.Grace())
+	if swept := time.Unix(s.sweptExp, 0); swept.After(dead) {
+		dead = swept
+	}
+	e, err = normalize(e, now, dead)
 	if err != nil {
 		return Entry{}, false, err
 	}
