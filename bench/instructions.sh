@@ -196,18 +196,14 @@ for alg in $ALGS; do
 	(($(wc -l <"$WORK/tokens-$alg.txt") == WARMUP + N2)) || die "mint wrote the wrong number of $alg tokens"
 done
 
-# Every run gets a fresh copy of the seeded store at this path (Badger
-# changes its files at each open), so that every run starts alike.
+# Every run gets a fresh copy of the seeded store at this path (fresh_store,
+# in bench/lib.sh: Badger changes its files at each open), so that every run
+# starts alike.
 RUN_STORE=$WORK/run-store
 
 # The bare configuration: a route that only responds. A guarded one: the same
 # route behind jwtguard.
 write_caddyfiles "$RUN_STORE"
-
-fresh_store() {
-	rm -rf "$RUN_STORE"
-	cp -a "$WORK/store" "$RUN_STORE"
-}
 
 for conf in bare $ALGS; do
 	fresh_store

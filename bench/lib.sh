@@ -12,6 +12,7 @@
 #                  the repository, the temporary directory (removed at exit),
 #                  the results directory
 #   STAMP, T0      the run's UTC time, and $SECONDS at its start
+#   RUN_STORE      the store path in the Caddyfiles (see fresh_store)
 #   MINT           bench/mint, built
 #   GO, ALGS, CADDY_GOGC, CADDY_GOMEMLIMIT
 #                  the knobs of the same name
@@ -73,13 +74,18 @@ gc_knob_words() {
 	true
 }
 
-# set_configs sets CONFIGS: bare, then <alg>-cached and <alg>-distinct for
-# each of ALGS.
+# set_configs [detect] sets CONFIGS: bare, then <alg>-cached and
+# <alg>-distinct for each of ALGS; with detect, hs256-detect (the cached
+# workload with stolen-token detection on, see write_caddyfiles) follows
+# hs256-cached when ALGS has hs256.
+# shellcheck disable=SC2120 # instructions.sh calls it without detect
 set_configs() {
 	local alg
 	CONFIGS=(bare)
 	for alg in $ALGS; do
-		CONFIGS+=("$alg-cached" "$alg-distinct")
+		CONFIGS+=("$alg-cached")
+		[[ ${1:-} == detect && $alg == hs256 ]] && CONFIGS+=(hs256-detect)
+		CONFIGS+=("$alg-distinct")
 	done
 }
 
@@ -256,7 +262,8 @@ global_options() {
 EOF
 }
 
-# guard KEY: the jwtguard directive with KEY and three claim headers.
+# guard KEY [DETECT]: the jwtguard directive with KEY and three claim
+# headers, and DETECT (a detect block) when given.
 guard() {
 	cat <<EOF
 	jwtguard {
@@ -264,16 +271,37 @@ guard() {
 		claim_header sub X-User-Id
 		claim_header email X-User-Email
 		claim_header roles X-User-Roles
-	}
 EOF
+	[[ -z ${2:-} ]] || printf '%s\n' "$2"
+	echo "	}"
 }
+
+# DETECT is the detect block of hs256-detect: the rules rate, networks and
+# agent (action log), set so that none can fire in a run of the cached
+# workload (one token, one client address, one User-Agent):
+#   - rate 65535 1s: one token may send 65,535 requests within any second.
+#     The rule keeps 15 counters of 1/14 s, so it fires only when one token
+#     sends more than about 61,000 requests a second (14/15 of 65,535, the
+#     most a steady client can send without ever firing). One Caddy core
+#     serves about 30,000 here. Both values are the rule's limits (the
+#     largest count, the shortest window): no laxer rate rule exists.
+#   - networks 3 10m: every request comes from 127.0.0.1, one network.
+#   - agent: every request carries BENCH_UA (wrk's and curl's alike).
+# bench/run.sh checks after each hs256-detect run, on the admin API, that
+# the token's usage counts every request and that no event was recorded.
+DETECT='		detect {
+			rate 65535 1s
+			networks 3 10m
+			agent
+		}'
 
 # write_caddyfiles STORE [CHECK_PORT]: WORK/bare.caddyfile, a route on PORT
 # that only responds, and WORK/<alg>.caddyfile for each of ALGS, the same
 # route behind jwtguard with that key type's key, the revocation store in
-# STORE. With CHECK_PORT, each also has a check site there: bare's the same
-# route, a guarded one's the same guard (a snippet both sites import) with a
-# response that shows the claim headers.
+# STORE; and, when ALGS has hs256, WORK/hs256-detect.caddyfile, hs256's with
+# the DETECT block. With CHECK_PORT, each also has a check site there:
+# bare's the same route, a guarded one's the same guard (a snippet both
+# sites import) with a response that shows the claim headers.
 write_caddyfiles() {
 	local store=$1 check=${2:-} alg key
 	{
@@ -298,30 +326,39 @@ EOF
 	for alg in $ALGS; do
 		if [[ $alg == hs256 ]]; then
 			key="secret base64:$(cat "$WORK/keys/hs256.key")"
+			guarded_caddyfile "$store" "$check" "$key" "$DETECT" >"$WORK/hs256-detect.caddyfile"
 		else
 			key="public_key $WORK/keys/$alg.pub"
 		fi
-		{
-			global_options
-			cat <<EOF
+		guarded_caddyfile "$store" "$check" "$key" >"$WORK/$alg.caddyfile"
+	done
+}
+
+# guarded_caddyfile STORE CHECK_PORT KEY [DETECT]: a guarded configuration
+# (see write_caddyfiles), to stdout.
+guarded_caddyfile() {
+	local store=$1 check=$2
+	shift 2
+	global_options
+	cat <<EOF
 	jwtguard {
 		storage_dir $store
 	}
 }
 
 EOF
-			if [[ -z $check ]]; then
-				cat <<EOF
+	if [[ -z $check ]]; then
+		cat <<EOF
 http://:$PORT {
 	bind $HOST
-$(guard "$key")
+$(guard "$@")
 	respond "ok" 200
 }
 EOF
-			else
-				cat <<EOF
+	else
+		cat <<EOF
 (guard) {
-$(guard "$key")
+$(guard "$@")
 }
 
 http://:$PORT {
@@ -336,9 +373,16 @@ http://:$check {
 	respond "{http.request.header.X-User-Id}|{http.request.header.X-User-Email}|{http.request.header.X-User-Roles}" 200
 }
 EOF
-			fi
-		} >"$WORK/$alg.caddyfile"
-	done
+	fi
+}
+
+# fresh_store: RUN_STORE (the store path the Caddyfiles name) becomes a
+# fresh copy of the seeded store in WORK/store. Badger changes its files at
+# each open, and a guarded Caddy with detection writes usage records into
+# the store, so every run gets its own copy and all start alike.
+fresh_store() {
+	rm -rf "$RUN_STORE"
+	cp -a "$WORK/store" "$RUN_STORE"
 }
 
 # validate_caddyfile CONF: Caddy must accept WORK/CONF.caddyfile; its output
@@ -352,13 +396,17 @@ validate_caddyfile() {
 
 # --- checks ---------------------------------------------------------------------
 
+# BENCH_UA is the User-Agent of every request the benchmarks send (wrk's
+# and fetch's alike), so that the agent rule of hs256-detect sees one.
+BENCH_UA="jwtguard-bench/1.0"
+
 # fetch PORT [TOKEN]: prints "<status> <body>"; the response headers go to
 # WORK/headers.
 fetch() {
 	local port=$1 tok=${2:-} auth=()
 	[[ -n $tok ]] && auth=(-H "Authorization: Bearer $tok")
 	local code
-	code=$(curl -sS --noproxy '*' --max-time "$FETCH_MAXTIME" -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' "${auth[@]}" "http://$HOST:$port/") || true
+	code=$(curl -sS --noproxy '*' --max-time "$FETCH_MAXTIME" -A "$BENCH_UA" -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' "${auth[@]}" "http://$HOST:$port/") || true
 	printf '%s %s' "$code" "$(cat "$WORK/body" 2>/dev/null)"
 }
 

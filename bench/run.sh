@@ -8,15 +8,33 @@
 # stream of distinct valid tokens minted beforehand, none sent twice in a run
 # (distinct), so the first-sight path gets no help from the cache.
 #
+# With hs256 in ALGS, one more configuration, hs256-detect, measures
+# stolen-token detection (issue 10): the cached workload against the hs256
+# guard with a detect block of the rules rate, networks and agent, set so
+# that none can fire (DETECT in bench/lib.sh), and the usage audit that
+# detection keeps for every request. Its target: its ratio to bare Caddy
+# stays within 0.05 of hs256-cached's, round by round (bench/report). After
+# each hs256-detect run the script asks Caddy's admin API for the cached
+# token's usage (/jwtguard/usage, which must count every request the run
+# sent) and for detection events (/jwtguard/events, which must be empty);
+# the results keep both (usage_requests, detect_events) and the table leaves
+# out a run where either is wrong.
+#
 # Caddy runs with GOMAXPROCS=1 on CPU 0 and wrk on CPU 1. Every run is a fresh
 # Caddy process (so its cache starts empty and its RSS is its own), warmed up
-# with the cached request before it is measured. The configurations are
-# interleaved over ROUNDS rounds (bare, hs256-cached, hs256-distinct, ...), and
-# each is compared with bare Caddy of the same round. The table goes to stdout
-# and, with the raw per-round results and Caddy's logs, to bench/out/<time>/.
-# Beside req/s the table shows Caddy's CPU time per request, and how much of
-# Caddy's CPU the hypervisor or other processes took during each run: on a
-# shared machine that noise moves req/s, and CPU time per request less.
+# with the cached request before it is measured. Every request (wrk's and
+# the checks') carries the User-Agent BENCH_UA (bench/lib.sh). The
+# configurations are interleaved over ROUNDS rounds (bare, hs256-cached,
+# hs256-detect, hs256-distinct, ...), each on a fresh copy of the seeded
+# store, and each is compared with bare Caddy of the same round. The table
+# goes to stdout and, with the raw per-round results and Caddy's logs, to
+# bench/out/<time>/. Beside req/s the table shows Caddy's CPU time per
+# request, and how much of Caddy's CPU, or of wrk's, the hypervisor or other
+# processes took during each run: on a shared machine that noise moves req/s,
+# and CPU time per request less. (A wrk that loses its CPU to a neighbour
+# leaves Caddy idle: req/s drops with no noise on Caddy's CPU.) A host that
+# slows down without taking the CPU away (a busy neighbour on the same
+# physical core, say) shows in neither: only repeated rounds reveal it.
 #
 # It also shows how often Caddy collected garbage (GCs per 10,000 requests,
 # from go_gc_duration_seconds_count on Caddy's admin /metrics). With Go's
@@ -41,7 +59,8 @@
 #   CONNECTIONS  wrk connections (16)
 #   THREADS      wrk threads (1)
 #   WARMUP       warm-up before each run (2s; 1s when DURATION is under 5s)
-#   ALGS         key types to measure ("hs256 rs256 es256 eddsa")
+#   ALGS         key types to measure ("hs256 rs256 es256 eddsa"); hs256
+#                brings hs256-detect with it
 #   REVOCATIONS  entries seeded into the revocation store (10000)
 #   PORT         first of the three local ports used: PORT (measured site),
 #                PORT+1 (a check site on the same config), PORT+2 (admin) (18480)
@@ -191,18 +210,38 @@ done
 CHECK_BODY="user-cached-0|user0@cached.example.com|reader, writer, billing"
 
 # The bare configuration: a route that only responds. A guarded one: the same
-# route behind jwtguard. Both have a check site on CHECK_PORT; a guarded
-# one's shows the claim headers.
-write_caddyfiles "$WORK/store" "$CHECK_PORT"
-for alg in $ALGS; do
-	validate_caddyfile "$alg"
+# route behind jwtguard (hs256-detect: with detection too). Both have a
+# check site on CHECK_PORT; a guarded one's shows the claim headers. Every
+# guarded run gets a fresh copy of the seeded store here (fresh_store).
+RUN_STORE=$WORK/run-store
+write_caddyfiles "$RUN_STORE" "$CHECK_PORT"
+set_configs detect
+for conf in $ALGS; do
+	fresh_store
+	validate_caddyfile "$conf"
+	[[ $conf == hs256 ]] || continue
+	conf=hs256-detect
+	fresh_store
+	validate_caddyfile "$conf"
 done
 cp "$WORK"/*.caddyfile "$OUT/"
 
+# The cached hs256 token's id, as the usage audit keys it: <iss>#<jti>.
+claim() {
+	local p
+	p=$(cut -d. -f2 <<<"$1" | tr '_-' '/+')
+	while ((${#p} % 4)); do p+="="; done
+	base64 -d <<<"$p" 2>/dev/null | grep -o "\"$2\":\"[^\"]*\"" | cut -d'"' -f4
+}
+TOKEN_ID="$(claim "${CACHED[hs256]}" iss)#$(claim "${CACHED[hs256]}" jti)"
+[[ $TOKEN_ID == ?*#?* ]] || die "cannot read iss and jti from the cached hs256 token (got '$TOKEN_ID')"
+
 # --- running Caddy and wrk ----------------------------------------------------------
 
-# caddy_up CONF LOG starts Caddy, pinned, and waits until it answers.
+# caddy_up CONF LOG starts Caddy, pinned, on a fresh copy of the store,
+# and waits until it answers.
 caddy_up() {
+	[[ $1 == bare ]] || fresh_store
 	start_caddy "$1" "$2" "$CHECK_PORT" "Caddy ($1)" "$2" "${PIN_CADDY[@]}"
 }
 
@@ -242,6 +281,17 @@ proc_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 now_ms() { date +%s%3N; }
+# children_ms VAR sets VAR to the user + system CPU time, in ms, of the
+# processes this shell has waited for so far. Not to be called in $(...):
+# `times` must run in this shell (a subshell sees only its own children),
+# so its output goes through a file.
+children_ms() {
+	times >"$WORK/times"
+	printf -v "$1" '%s' "$(awk 'NR == 2 {
+		split($1, u, /[ms]/); split($2, s, /[ms]/)
+		printf "%d\n", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1000 + 0.5
+	}' "$WORK/times")"
+}
 HZ=$(getconf CLK_TCK)
 
 # metrics: the running Caddy's Prometheus metrics, from its admin endpoint
@@ -256,13 +306,37 @@ gc_count() {
 }
 GC_WARNED=""
 
+# detect_seen: what the running Caddy's admin API says about detection:
+# SEEN_REQUESTS, the requests the usage audit counts for the cached hs256
+# token (0 when it has no record), and SEEN_EVENTS, the detection events
+# recorded (any token, at most 1000).
+detect_seen() {
+	local body code
+	code=$(curl -sS --noproxy '*' --max-time "$FETCH_MAXTIME" -o "$WORK/usage.json" -w '%{http_code}' -G \
+		--data-urlencode "token_id=$TOKEN_ID" "http://$HOST:$ADMIN_PORT/jwtguard/usage") || true
+	case $code in
+	# The token's own count comes first, before its clients' rows.
+	200) SEEN_REQUESTS=$(grep -o '"requests":[0-9]*' "$WORK/usage.json" | sed -n '1s/.*://p') ;;
+	404) SEEN_REQUESTS=0 ;;
+	*) die "GET /jwtguard/usage?token_id=$TOKEN_ID on the admin API answered $code: $(head -c 300 "$WORK/usage.json" 2>/dev/null)" ;;
+	esac
+	[[ $SEEN_REQUESTS =~ ^[0-9]+$ ]] || die "cannot read the requests in the usage audit's answer: $(head -c 300 "$WORK/usage.json")"
+	body=$(curl -sS --noproxy '*' --max-time "$FETCH_MAXTIME" -f "http://$HOST:$ADMIN_PORT/jwtguard/events?limit=1000") ||
+		die "GET /jwtguard/events on the admin API failed"
+	[[ $body == *'"events":'* ]] || die "cannot read the events in the admin API's answer: ${body:0:300}"
+	SEEN_EVENTS=$( { grep -o '"detector":' <<<"$body" || true; } | wc -l)
+	if ((SEEN_EVENTS > 0)); then
+		printf '%s\n' "$body" >>"$OUT/events.json"
+	fi
+}
+
 # wrk_run OUTFILE DURATION SCRIPT [ARGS...] (with WRK_AUTH set for the
 # static request)
 wrk_run() {
 	local out=$1 d=$2 script=$3
 	shift 3
-	local hdr=()
-	[[ -n ${WRK_AUTH:-} ]] && hdr=(-H "Authorization: Bearer $WRK_AUTH")
+	local hdr=(-H "User-Agent: $BENCH_UA")
+	[[ -n ${WRK_AUTH:-} ]] && hdr+=(-H "Authorization: Bearer $WRK_AUTH")
 	run -o "$out" "${PIN_WRK[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$d" --latency "${hdr[@]}" -s "$script" \
 		"http://$HOST:$PORT/" "$@"
 }
@@ -271,19 +345,22 @@ wrk_run() {
 # running Caddy. Sets L (an associative array): wrk's BENCH line's fields,
 # and, over the run, Caddy's CPU time (caddy_cpu_ms), its share of the wall
 # time (caddy_cpu_pct), the share of Caddy's CPU stolen by the hypervisor
-# (steal_caddy_pct) or used by other processes (others_caddy_pct), and
-# the steal on wrk's CPU (steal_wrk_pct), and the garbage collections Caddy
-# did (gc_count; empty when its metrics do not say). The metrics are read
-# outside the CPU measurement, so that reading them is not counted in it.
+# (steal_caddy_pct) or used by other processes (others_caddy_pct), the
+# same two of wrk's CPU (steal_wrk_pct, others_wrk_pct), and the garbage
+# collections Caddy did (gc_count; empty when its metrics do not say). The
+# metrics are read outside the CPU measurement, so that reading them is not
+# counted in it.
 declare -A L
 load() {
-	local out=$1 c0 w0 p0 t0 c1 w1 p1 t1 g0 g1
+	local out=$1 c0 w0 p0 t0 c1 w1 p1 t1 g0 g1 k0 k1
 	g0=$(gc_count)
 	c0=$(cpu_ticks "$CPU_CADDY")
 	w0=$(cpu_ticks "$CPU_WRK")
 	p0=$(proc_ticks "$CADDY_PID")
 	t0=$(now_ms)
+	children_ms k0
 	wrk_run "$@" || die "wrk failed; see $out"
+	children_ms k1
 	t1=$(now_ms)
 	kill -0 "$CADDY_PID" 2>/dev/null || die "Caddy exited during the run; see its log in $OUT/logs/"
 	p1=$(proc_ticks "$CADDY_PID")
@@ -300,18 +377,24 @@ load() {
 	L[caddy_cpu_ms]=$(((p1 - p0) * 1000 / HZ))
 	L[caddy_cpu_pct]=$((L[caddy_cpu_ms] * 100 / (t1 - t0)))
 	local shares
-	# With Caddy alone on its CPU, others = that CPU's work minus Caddy's.
-	shares=$(awk -v a="$c0" -v b="$c1" -v w0="$w0" -v w1="$w1" -v caddy=$((p1 - p0)) -v pinned="$PINNED" 'BEGIN {
+	# With Caddy alone on its CPU, others = that CPU's work minus Caddy's;
+	# on wrk's, its work minus wrk's (the only child the shell waited for
+	# between k0 and k1).
+	shares=$(awk -v a="$c0" -v b="$c1" -v w0="$w0" -v w1="$w1" -v caddy=$((p1 - p0)) -v wrk=$(((k1 - k0) * HZ / 1000)) \
+		-v pinned="$PINNED" 'BEGIN {
 		split(a, x, " "); split(b, y, " "); split(w0, u, " "); split(w1, v, " ")
 		total = (y[1] - x[1]) + (y[2] - x[2]) + (y[3] - x[3])
 		wtotal = (v[1] - u[1]) + (v[2] - u[2]) + (v[3] - u[3])
 		others = (pinned == "yes") ? (y[1] - x[1]) - caddy : 0
 		if (others < 0) others = 0
-		printf "%.0f %.0f %.0f", (total > 0) ? (y[2] - x[2]) * 100 / total : 0,
+		wothers = (pinned == "yes") ? (v[1] - u[1]) - wrk : 0
+		if (wothers < 0) wothers = 0
+		printf "%.0f %.0f %.0f %.0f", (total > 0) ? (y[2] - x[2]) * 100 / total : 0,
 			(total > 0) ? others * 100 / total : 0,
-			(wtotal > 0) ? (v[2] - u[2]) * 100 / wtotal : 0
+			(wtotal > 0) ? (v[2] - u[2]) * 100 / wtotal : 0,
+			(wtotal > 0) ? wothers * 100 / wtotal : 0
 	}')
-	read -r "L[steal_caddy_pct]" "L[others_caddy_pct]" "L[steal_wrk_pct]" <<<"$shares"
+	read -r "L[steal_caddy_pct]" "L[others_caddy_pct]" "L[steal_wrk_pct]" "L[others_wrk_pct]" <<<"$shares"
 	if [[ -n $g0 && -n $g1 ]]; then
 		L[gc_count]=$((g1 - g0))
 	else
@@ -323,12 +406,16 @@ load() {
 	fi
 }
 
-COLUMNS="round config attempt rps p50_us p90_us p99_us p999_us max_us requests duration_us err_connect err_read err_write err_status err_timeout tokens_used tokens_available exhausted rss_kib hwm_kib caddy_cpu_ms caddy_cpu_pct steal_caddy_pct others_caddy_pct steal_wrk_pct gc_count"
+COLUMNS="round config attempt rps p50_us p90_us p99_us p999_us max_us requests duration_us err_connect err_read err_write err_status err_timeout tokens_used tokens_available exhausted rss_kib hwm_kib caddy_cpu_ms caddy_cpu_pct steal_caddy_pct others_caddy_pct steal_wrk_pct others_wrk_pct gc_count usage_requests detect_events"
 echo "$COLUMNS" | tr ' ' '\t' >"$RESULTS"
 ANY_ERRORS=0
 
 # measure CONFIG ROUND ATTEMPT: one run, appended to the results. CONFIG is
-# bare, <alg>-cached or <alg>-distinct. Sets EXHAUSTED.
+# bare, <alg>-cached, <alg>-distinct or hs256-detect. Sets EXHAUSTED. For
+# hs256-detect, usage_requests is what the usage audit counted for the token
+# from the end of the warm-up to the end of the run (the run's requests,
+# and up to CONNECTIONS more that were under way when wrk stopped), and
+# detect_events the detection events recorded.
 measure() {
 	local config=$1 round=$2 attempt=$3
 	local alg=${config%%-*} workload=${config#*-} conf file="" tag
@@ -343,6 +430,7 @@ measure() {
 		conf=$alg
 		WRK_AUTH=${CACHED[$alg]}
 		[[ $workload == distinct ]] && file=$WORK/tokens-$alg.txt
+		[[ $workload == detect ]] && conf=$config
 	fi
 	caddy_up "$conf" "$log"
 	if [[ $conf == bare ]]; then
@@ -352,9 +440,26 @@ measure() {
 	else
 		check_guard "$alg" "$file" "$log"
 	fi
+	local seen0=0 warm
+	if [[ $workload == detect ]]; then
+		# check_guard sent the cached token twice: both must be in the audit.
+		detect_seen
+		((SEEN_REQUESTS == 2 && SEEN_EVENTS == 0)) ||
+			die "$config: after the checks the usage audit counts $SEEN_REQUESTS requests of $TOKEN_ID (want 2) and $SEEN_EVENTS detection events (want 0): is detection on? see $log"
+	fi
 
 	# Warm-up: the cached request (the distinct file stays unused).
 	wrk_run "$OUT/logs/$tag.warmup.txt" "$WARMUP" "$BENCH/lua/report.lua"
+	if [[ $workload == detect ]]; then
+		detect_seen
+		warm=$(grep -o '^BENCH requests=[0-9]*' "$OUT/logs/$tag.warmup.txt" | cut -d= -f2) ||
+			die "no results from wrk's warm-up; see $OUT/logs/$tag.warmup.txt"
+		# What the audit counted of the warm-up beyond what wrk saw answered
+		# (requests under way when it stopped) must not count for the run.
+		seen0=$SEEN_REQUESTS
+		((seen0 >= 2 + warm)) ||
+			die "$config: the usage audit counts $seen0 requests after the checks and a warm-up of $warm, want at least $((2 + warm)); see $log"
+	fi
 
 	if [[ -n $file ]]; then
 		WRK_AUTH=""
@@ -370,12 +475,23 @@ measure() {
 	r[round]=$round r[config]=$config r[attempt]=$attempt
 	r[rss_kib]=$(awk '/^VmRSS:/ { print $2 }' "/proc/$CADDY_PID/status")
 	r[hwm_kib]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$CADDY_PID/status")
+	local seen=""
+	if [[ $workload == detect ]]; then
+		detect_seen
+		r[usage_requests]=$((SEEN_REQUESTS - seen0))
+		r[detect_events]=$SEEN_EVENTS
+		seen="  usage +${r[usage_requests]}, events $SEEN_EVENTS"
+		if ((SEEN_EVENTS > 0 || r[usage_requests] < r[requests])); then
+			ANY_ERRORS=1
+			loud "$config (round $round): the usage audit counted ${r[usage_requests]} of the run's ${r[requests]} requests, and $SEEN_EVENTS detection events were recorded (want none; see $OUT/events.json): THE BENCHMARK IS WRONG FOR THIS RUN"
+		fi
+	fi
 
 	EXHAUSTED=${r[exhausted]}
 	# As bench/report counts it: Caddy's CPU lost to steal or other
-	# processes, or wrk's lost to steal, whichever is larger.
+	# processes, or wrk's, whichever is larger.
 	NOISE=$((r[steal_caddy_pct] + r[others_caddy_pct]))
-	((r[steal_wrk_pct] <= NOISE)) || NOISE=${r[steal_wrk_pct]}
+	(((r[steal_wrk_pct] + r[others_wrk_pct]) <= NOISE)) || NOISE=$((r[steal_wrk_pct] + r[others_wrk_pct]))
 	local errors=$((r[err_status] + r[err_connect] + r[err_read] + r[err_write] + r[err_timeout]))
 	if ((errors > 0)); then
 		ANY_ERRORS=1
@@ -399,11 +515,11 @@ measure() {
 		IFS=$'\t'
 		echo "${row[*]}"
 	) >>"$dest"
-	printf 'bench: round %d %-15s %6.0f req/s %6.1f µs CPU/req  p99 %6.2f ms  RSS %5.1f MiB  %s GC/10k req  Caddy CPU %3d%% (steal %d%%, others %d%%; wrk steal %d%%)%s\n' \
+	printf 'bench: round %d %-15s %6.0f req/s %6.1f µs CPU/req  p99 %6.2f ms  RSS %5.1f MiB  %s GC/10k req  Caddy CPU %3d%% (steal %d%%, others %d%%; wrk steal %d%%, others %d%%)%s%s\n' \
 		"$round" "$config" "${r[rps]}" "$(awk -v ms="${r[caddy_cpu_ms]}" -v n="${r[requests]}" 'BEGIN { print n ? ms * 1000 / n : 0 }')" \
 		"$(awk -v u="${r[p99_us]}" 'BEGIN { print u / 1000 }')" "$(awk -v k="${r[rss_kib]}" 'BEGIN { print k / 1024 }')" \
 		"$(awk -v g="${r[gc_count]}" -v n="${r[requests]}" 'BEGIN { if (g == "" || !n) print "-"; else printf "%.1f", g * 10000 / n }')" \
-		"${r[caddy_cpu_pct]}" "${r[steal_caddy_pct]}" "${r[others_caddy_pct]}" "${r[steal_wrk_pct]}" \
+		"${r[caddy_cpu_pct]}" "${r[steal_caddy_pct]}" "${r[others_caddy_pct]}" "${r[steal_wrk_pct]}" "${r[others_wrk_pct]}" "$seen" \
 		"$( ((errors == 0)) || echo "  ERRORS: $errors")$( ((EXHAUSTED == 0)) || echo "  (ran out of tokens: not counted)")" >&7
 }
 
@@ -448,7 +564,6 @@ done
 
 # --- the rounds ---------------------------------------------------------------------
 
-set_configs
 per_run=$(($(seconds "$WARMUP") + DUR_S + 2))
 say "bench: ${#CONFIGS[@]} configurations x $ROUNDS rounds, about $((${#CONFIGS[@]} * ROUNDS * per_run / 60 + 1)) min"
 
@@ -486,8 +601,11 @@ rc=0
 	echo "jwtguard end-to-end benchmark, $STAMP: $ROUNDS rounds of $DURATION, wrk -t$THREADS -c$CONNECTIONS, Caddy GOMAXPROCS=1$CADDY_GC_SEEN$([[ $PINNED == yes ]] && echo ", Caddy on CPU 0 and wrk on CPU 1" || echo ", NOT PINNED")"
 	echo "Medians over rounds. ratio: req/s over bare Caddy's in the same round (range: lowest and highest round), from the rounds in which neither run was noisy (all rounds when none was quiet)."
 	echo "CPU/req: Caddy's CPU time per request; CPU ratio: bare's CPU/req over this one's, same round. RSS: after the load."
-	echo "noise: share of Caddy's CPU taken by the hypervisor (steal) or other processes, or of wrk's taken by steal, whichever is larger; each configuration's quietest attempt in each round is kept (NOISE_MAX, RETRIES)."
+	echo "noise: share of Caddy's CPU taken by the hypervisor (steal) or other processes, or of wrk's, whichever is larger; each configuration's quietest attempt in each round is kept (NOISE_MAX, RETRIES)."
 	echo "GC/10k req: Caddy's garbage collections per 10,000 requests; with Go's default GOGC a small live heap (bare) collects far more often, see CADDY_GOGC in bench/run.sh."
+	if [[ " ${CONFIGS[*]} " == *" hs256-detect "* ]]; then
+		echo "hs256-detect: hs256-cached's workload with detection on (rate 65535 1s, networks 3 10m, agent; none fires) and its usage audit; its target: its ratio within 0.05 of hs256-cached's, round by round (below the table)."
+	fi
 	echo ""
 	"$WORK/report" "$RESULTS" || rc=$?
 } >"$OUT/table.md"

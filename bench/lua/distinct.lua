@@ -28,8 +28,15 @@ function init(args)
    end
    f:close()
    available = #tokens
-   -- The request as wrk would format it, split where the token goes.
-   local req = wrk.format(nil, nil, { Authorization = "Bearer \1" })
+   -- The request as wrk would format it, split where the token goes. Given
+   -- headers, wrk.format sends only those (and Host): wrk's own, from -H
+   -- (the User-Agent), are copied in.
+   local headers = {}
+   for k, v in pairs(wrk.headers) do
+      headers[k] = v
+   end
+   headers["Authorization"] = "Bearer \1"
+   local req = wrk.format(nil, nil, headers)
    head, tail = req:match("^(.-)\1(.*)$")
    assert(head, "could not place the token in the request")
 end

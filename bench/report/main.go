@@ -4,10 +4,20 @@
 // of its req/s to bare Caddy's in the same round, against issue 5's targets.
 // Beside them, Caddy's CPU time per request and the ratio of bare Caddy's to
 // it (the same ratio, measured in CPU time instead of wall time, so that a
-// noisy neighbour moves it less), and the noise: the share of Caddy's CPU
-// that went to the hypervisor or to other processes during the run. And how
+// noisy neighbour moves it less), and the noise: the share of Caddy's CPU,
+// or of wrk's, that went to the hypervisor or to other processes during the
+// run, whichever is larger. And how
 // often Caddy collected garbage: GCs per 10,000 requests, from the results'
 // gc_count column ("-" when the results have no such column, as older ones).
+//
+// A configuration <alg>-detect (the cached workload with stolen-token
+// detection on, issue 10) has its own target: in each round, its ratio to
+// bare Caddy minus <alg>-cached's; the median of those differences must be
+// within ±0.05 (detectTolerance). The table's target and met? cells say
+// so, and a line under the table gives the differences round by round.
+// Its runs are left out, as runs with errors, when detection fired
+// (detect_events) or its usage audit counted fewer requests than wrk
+// (usage_requests).
 //
 //	report results.tsv
 //
@@ -20,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -36,7 +47,10 @@ var targets = map[string]float64{
 
 const (
 	cachedTarget = 0.90
-	rssTargetMiB = 30
+	// An <alg>-detect row's ratio to bare stays within this of
+	// <alg>-cached's in the same round (median over rounds).
+	detectTolerance = 0.05
+	rssTargetMiB    = 30
 	// A run is noisy when more of Caddy's CPU than this (percent) went to
 	// the hypervisor or to other processes.
 	noisyPct = 5
@@ -76,11 +90,11 @@ func (r run) gcPer10k() (float64, bool) {
 	return g * 10000 / n, true
 }
 
-// noise is the share, in percent, of Caddy's CPU that went elsewhere or of
-// wrk's CPU that the hypervisor took, whichever is larger: either one
-// slows the run down.
+// noise is the share, in percent, of Caddy's CPU or of wrk's that went to
+// the hypervisor or to other processes, whichever is larger: either one
+// slows the run down. (Results older than others_wrk_pct lack it: 0.)
 func (r run) noise() float64 {
-	return max(r.num("steal_caddy_pct")+r.num("others_caddy_pct"), r.num("steal_wrk_pct"))
+	return max(r.num("steal_caddy_pct")+r.num("others_caddy_pct"), r.num("steal_wrk_pct")+r.num("others_wrk_pct"))
 }
 
 func (r run) bad() string {
@@ -93,6 +107,12 @@ func (r run) bad() string {
 	}
 	if r.num("exhausted") > 0 {
 		why = append(why, "ran out of tokens")
+	}
+	if n := r.num("detect_events"); n > 0 {
+		why = append(why, fmt.Sprintf("%.0f detection events (a rule fired)", n))
+	}
+	if u := r.f["usage_requests"]; u != "" && r.num("usage_requests") < r.num("requests") {
+		why = append(why, fmt.Sprintf("the usage audit counted %s of %.0f requests", u, r.num("requests")))
 	}
 	return strings.Join(why, ", ")
 }
@@ -203,7 +223,7 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 		"CPU/req", "CPU ratio", "met?", "GC/10k req", "RSS − bare", "≤ 30 MiB?", "noise"}
 	right := []bool{false, true, true, true, true, false, true, false, true, true, false, true, true, false, true}
 	var rows [][]string
-	var problems []string
+	var problems, notes []string
 	met, missed, noisy, total := 0, 0, 0, 0
 	for _, name := range order {
 		var rps, p99, rss, cpu, gcs, noise []float64
@@ -274,6 +294,19 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 			if strings.HasSuffix(name, "-cached") {
 				target, ok = cachedTarget, true
 			}
+			if base, found := strings.CutSuffix(name, "-detect"); found {
+				ok = false
+				cached := base + "-cached"
+				row[6] = fmt.Sprintf("%s ± %.2f", cached, detectTolerance)
+				if d, found := detectDiffs(runs[name], runs[cached], bare); found {
+					row[7] = mark(math.Abs(d.ratio) <= detectTolerance+1e-9, &met, &missed)
+					row[10] = mark(math.Abs(d.cpuRatio) <= detectTolerance+1e-9, nil, nil)
+					notes = append(notes, d.note(name, cached))
+				} else {
+					row[7] = "no round"
+					notes = append(notes, fmt.Sprintf("%s: no round with clean runs of bare, %s and %s; its target is not judged", name, cached, name))
+				}
+			}
 			if ok {
 				row[6] = fmt.Sprintf("≥ %.2f", target)
 				row[7] = mark(ratio >= target, &met, &missed)
@@ -317,6 +350,12 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 	for _, r := range rows {
 		line(r)
 	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, n)
+		}
+	}
 	fmt.Fprintf(w, "\ntargets met: %d, missed: %d (req/s ratios and RSS)\n", met, missed)
 	if noisy > 0 {
 		fmt.Fprintf(w, "noise: in %d of %d runs (the quietest attempt of each) more than %d%% of Caddy's or wrk's CPU went to the hypervisor (steal) or other processes; "+
@@ -330,6 +369,97 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 		return false
 	}
 	return true
+}
+
+// detectDiff is an <alg>-detect row against <alg>-cached: the medians of
+// the per-round differences of their ratios to bare Caddy (req/s and CPU),
+// and the rounds they come from.
+type detectDiff struct {
+	ratio, cpuRatio float64
+	rounds          []detectRound
+	quiet           bool // from the rounds in which no run was noisy
+}
+
+// detectRound is one round of a detectDiff: the two ratios to bare.
+type detectRound struct {
+	round          int
+	detect, cached float64
+}
+
+// detectDiffs compares the detect runs with the cached runs of the same
+// round, each as a ratio to bare Caddy's req/s (and CPU per request) in
+// that round: from the rounds in which the three runs were clean and quiet,
+// or, when there is none, all rounds in which they were clean. found is
+// false when no round has the three.
+func detectDiffs(detect, cached []run, bare map[int]run) (d detectDiff, found bool) {
+	byRound := map[int]run{}
+	for _, r := range cached {
+		if r.bad() == "" {
+			byRound[r.round] = r
+		}
+	}
+	type one struct {
+		r             detectRound
+		diff, cpuDiff float64
+	}
+	var quiet, loud []one
+	for _, r := range detect {
+		c, okC := byRound[r.round]
+		b, okB := bare[r.round]
+		if r.bad() != "" || !okC || !okB {
+			continue
+		}
+		o := one{r: detectRound{r.round, r.num("rps") / b.num("rps"), c.num("rps") / b.num("rps")}}
+		o.diff = o.r.detect - o.r.cached
+		o.cpuDiff = b.cpuPerReq()/r.cpuPerReq() - b.cpuPerReq()/c.cpuPerReq()
+		if r.noise() <= noisyPct && c.noise() <= noisyPct && b.noise() <= noisyPct {
+			quiet = append(quiet, o)
+		} else {
+			loud = append(loud, o)
+		}
+	}
+	use := quiet
+	d.quiet = true
+	if len(use) == 0 {
+		use, d.quiet = loud, false
+	}
+	if len(use) == 0 {
+		return d, false
+	}
+	var diffs, cpuDiffs []float64
+	for _, o := range use {
+		d.rounds = append(d.rounds, o.r)
+		diffs = append(diffs, o.diff)
+		cpuDiffs = append(cpuDiffs, o.cpuDiff)
+	}
+	slices.SortFunc(d.rounds, func(a, b detectRound) int { return a.round - b.round })
+	d.ratio, d.cpuRatio = median(diffs), median(cpuDiffs)
+	return d, true
+}
+
+// note is the line under the table that shows the target's numbers.
+func (d detectDiff) note(name, cached string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s − %s, ratios to bare in the same round:", name, cached)
+	for i, r := range d.rounds {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, " round %d %.3f − %.3f = %s", r.round, r.detect, r.cached, signed(r.detect-r.cached))
+	}
+	fmt.Fprintf(&b, "; median %s, target within ±%.2f: %s", signed(d.ratio), detectTolerance,
+		mark(math.Abs(d.ratio) <= detectTolerance+1e-9, nil, nil))
+	fmt.Fprintf(&b, " (CPU ratios: median %s)", signed(d.cpuRatio))
+	if !d.quiet {
+		b.WriteString(" (no round was quiet for all three; from the noisy ones)")
+	}
+	return b.String()
+}
+
+// signed writes a difference with its sign and three decimals; one that
+// rounds to zero is +0.000, never -0.000.
+func signed(v float64) string {
+	return fmt.Sprintf("%+.3f", math.Round(v*1000)/1000+0)
 }
 
 // pair is one run compared with bare Caddy's run of the same round.
