@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -181,5 +183,101 @@ func TestApply(t *testing.T) {
 	bad.JTI = "other"
 	if err := s.Apply(Change{Entry: bad}, at(8)); err != nil || revoked(t, s, Token{JTI: "other"}) {
 		t.Fatalf("Apply of an entry whose id does not fit: %v", err)
+	}
+}
+
+// ApplyBatch ends where Apply one change at a time ends, for any sequence
+// of changes (puts, extensions, deletes, repeats of one id within a
+// chunk), and writes extra once, with the last chunk.
+func TestApplyBatchMatchesApply(t *testing.T) {
+	clock := newClock()
+	j := &memJournal{}
+	origin, err := Open(t.TempDir(), Options{Now: clock.Now, Logger: nopLogger, Journal: j})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var ids []string
+	for i := 0; i < 600; i++ {
+		jti := fmt.Sprintf("j%d", rnd.IntN(40))
+		switch rnd.IntN(4) {
+		case 0, 1:
+			var exp *time.Time
+			if rnd.IntN(3) > 0 {
+				x := clock.Now().Add(time.Duration(1+rnd.IntN(100)) * time.Minute)
+				exp = &x
+			}
+			e, _, err := origin.Add(Entry{JTI: jti, Reason: fmt.Sprint("r", i), ExpiresAt: exp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, e.ID)
+		case 2:
+			if len(ids) > 0 {
+				origin.Delete(ids[rnd.IntN(len(ids))])
+			}
+		case 3:
+			sub := fmt.Sprintf("s%d", rnd.IntN(10))
+			origin.Add(Entry{Subject: sub, Issuer: "iss"})
+		}
+	}
+	changes := journalled(t, origin)
+	one := openAt(t, t.TempDir(), clock)
+	for _, c := range changes {
+		if err := one.Apply(c, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch := openAt(t, t.TempDir(), clock)
+	wrote := 0
+	for rest := changes; len(rest) > 0; {
+		n := min(len(rest), 1+rnd.IntN(450)) // some chunks over applyChunk
+		last := n == len(rest)
+		err := batch.ApplyBatch(rest[:n], func(w Writer) error {
+			wrote++
+			return w.Set([]byte("p/pos"), []byte(fmt.Sprint(last)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest = rest[n:]
+	}
+	list := func(s *Store) []string {
+		var out []string
+		for cursor := ""; ; {
+			page, next, err := s.List("", cursor, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range page {
+				exp := "never"
+				if e.ExpiresAt != nil {
+					exp = e.ExpiresAt.String()
+				}
+				out = append(out, e.ID+" "+e.Reason+" "+exp)
+			}
+			if cursor = next; cursor == "" {
+				break
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	want, got := list(one), list(batch)
+	if len(want) == 0 || !slices.Equal(want, got) {
+		t.Fatalf("after %d changes:\n Apply      %d entries %v\n ApplyBatch %d entries %v", len(changes), len(want), want, len(got), got)
+	}
+	if one.Counts()[KindJTI] != batch.Counts()[KindJTI] || one.Counts()[KindSubject] != batch.Counts()[KindSubject] {
+		t.Errorf("index counts differ: %v vs %v", one.Counts(), batch.Counts())
+	}
+	for i := 0; i < 40; i++ {
+		tok := Token{JTI: fmt.Sprintf("j%d", i)}
+		if revoked(t, one, tok) != revoked(t, batch, tok) {
+			t.Errorf("%+v: Apply and ApplyBatch disagree", tok)
+		}
+	}
+	if wrote == 0 {
+		t.Error("extra never written")
 	}
 }
