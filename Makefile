@@ -5,7 +5,7 @@ GO       ?= go
 CADDY    := bin/caddy
 FUZZTIME ?= 10s
 
-.PHONY: build run test unit race fuzz bench bench-instructions gobench clean
+.PHONY: build run test deps unit race fuzz bench bench-instructions gobench clean
 
 build:
 	$(GO) build -o $(CADDY) ./cmd/caddy
@@ -16,7 +16,14 @@ run: export JWTGUARD_SECRET ?= demo-secret-change-me-0123456789abcdef
 run: build
 	./$(CADDY) run --config example/Caddyfile --adapter caddyfile
 
-test: unit race fuzz
+test: deps unit race fuzz
+
+# What the tests need beyond Go: a redis-server binary (Debian's package)
+# for the cluster tests, which start their own servers on free ports.
+deps:
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server (the cluster tests run their own)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 # Every package, vet first; the end-to-end test builds ./cmd/caddy itself.
 unit:

@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/jwtguard/caddy-jwtguard/audit"
+	"github.com/jwtguard/caddy-jwtguard/cluster"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
@@ -34,6 +35,7 @@ func init() {
 //	DELETE /jwtguard/revocations/<id>
 //	GET    /jwtguard/usage              ?sub=[&iss=] or ?token_id=
 //	GET    /jwtguard/events             ?sub=&token_id=&detector=&limit=&cursor=, oldest first
+//	GET    /jwtguard/cluster            replication status
 //
 // Caddy rebuilds admin modules on every config load and never cleans them
 // up, so this one holds no state: it finds the running app per request.
@@ -63,14 +65,17 @@ const (
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	switch r.URL.Path {
-	case "/jwtguard/usage", "/jwtguard/events":
+	case "/jwtguard/usage", "/jwtguard/events", "/jwtguard/cluster":
 		if r.Method != http.MethodGet {
 			return methodNotAllowed(w, "GET")
 		}
-		if r.URL.Path == "/jwtguard/usage" {
+		switch r.URL.Path {
+		case "/jwtguard/usage":
 			return a.usage(w, r)
+		case "/jwtguard/events":
+			return a.events(w, r)
 		}
-		return a.events(w, r)
+		return a.clusterStatus(w)
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, revocationsPath)
 	switch {
@@ -390,6 +395,20 @@ func (a adminAPI) events(w http.ResponseWriter, r *http.Request) error {
 		Events     []audit.Event `json:"events"`
 		NextCursor string        `json:"next_cursor,omitempty"`
 	}{events, next})
+}
+
+// clusterStatus answers how replication goes: {"engine": "none"} for a
+// node alone.
+func (a adminAPI) clusterStatus(w http.ResponseWriter) error {
+	app, _, err := runningApp()
+	if err != nil {
+		return err
+	}
+	status := cluster.Status{Engine: "none"}
+	if eng := app.engine(); eng != nil {
+		status = eng.Status()
+	}
+	return writeJSON(w, http.StatusOK, status)
 }
 
 // detectorNames are the rules that make events.

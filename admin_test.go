@@ -222,6 +222,12 @@ func TestAdminBadInput(t *testing.T) {
 	if code, _, _ := call(t, "GET", "/jwtguard/other", "", ""); code != 404 {
 		t.Errorf("unknown path: %d", code)
 	}
+	if code, _, got := call(t, "GET", "/jwtguard/cluster", "", ""); code != 200 || len(got) != 1 || got["engine"] != "none" {
+		t.Errorf("cluster status of a node alone: %d %v, want 200 {\"engine\": \"none\"}", code, got)
+	}
+	if code, hdr, _ := call(t, "POST", "/jwtguard/cluster", "application/json", "{}"); code != 405 || hdr.Get("Allow") != "GET" {
+		t.Errorf("POST /jwtguard/cluster: %d", code)
+	}
 }
 
 func TestAdminPagination(t *testing.T) {

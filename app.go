@@ -1,10 +1,12 @@
 package jwtguard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/jwtguard/caddy-jwtguard/audit"
+	"github.com/jwtguard/caddy-jwtguard/cluster"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
@@ -82,6 +85,7 @@ type hold struct {
 	cleaned  bool
 	store    atomic.Pointer[revocation.Store]
 	audit    atomic.Pointer[audit.Log] // set before store
+	opened   atomic.Pointer[openStore] // set before store
 	webhooks []string                  // URLs of this config's detect webhooks, under mu
 	releases []func()                  // of the deliverers Start took, under mu
 	grace    atomic.Int64              // the largest leeway of this config's handlers, in nanoseconds
@@ -108,11 +112,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.dir = abs
 	a.hold = new(hold)
-	if a.Cluster != nil {
-		// Parsed, not wired yet: refuse rather than run a node alone
-		// while its user believes it replicates.
-		return errors.New("cluster: replication is not available in this build yet")
-	}
+
 	return register(ctx.GetMetricsRegistry(), revocationsCollector{a})
 }
 
@@ -221,28 +221,75 @@ func (a *App) Store() (*revocation.Store, error) {
 		return nil, errNoStore
 	}
 	grace := time.Duration(a.hold.grace.Load())
-	val, _, err := stores.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
-		s, err := revocation.Open(a.dir, revocation.Options{Logger: a.logger.Named("store"), Grace: grace})
-		if err != nil {
-			return nil, err
-		}
-		log, err := audit.Open(s.DB(), audit.Options{History: time.Duration(a.History), Logger: a.logger.Named("audit")})
-		if err != nil {
-			_ = s.Close()
-			return nil, err
-		}
-		a.logger.Info("revocation store opened", zap.String("dir", a.dir))
-		return openStore{s, log}, nil
-	})
+	val, _, err := stores.LoadOrNew(a.dir, func() (caddy.Destructor, error) { return a.open(grace) })
 	if err != nil {
 		return nil, fmt.Errorf("opening revocation store in %s: %w", a.dir, err)
 	}
-	open := val.(openStore)
+	open := val.(*openStore)
+	if !reflect.DeepEqual(open.cluster, a.Cluster) {
+		// The store stays open across reloads, and with it its cluster
+		// engine: running on with other settings than the config says
+		// would be a node quietly out of its cluster.
+		_, _ = stores.Delete(a.dir)
+		return nil, errors.New("the cluster settings differ from those the revocation store was opened with; changing them needs a restart of Caddy")
+	}
 	open.SetGrace(grace) // a store a previous config opened: raise it to this config's leeway
 	h.acquired = true
 	h.audit.Store(open.log)
+	h.opened.Store(open)
 	h.store.Store(open.Store)
 	return open.Store, nil
+}
+
+// open opens the store, its replication engine (with a cluster) and its
+// audit log, and with a cluster waits (at most sync_timeout) until the
+// node has caught up, so that its first request already refuses what was
+// revoked while it was down.
+func (a *App) open(grace time.Duration) (*openStore, error) {
+	o := &openStore{cluster: a.Cluster}
+	opts := revocation.Options{Logger: a.logger.Named("store"), Grace: grace}
+	if c := a.Cluster; c != nil {
+		node := c.Node
+		if node == "" {
+			node = cluster.DefaultNode(a.dir)
+		}
+		eng, err := cluster.NewRedis(cluster.Options{URLs: c.URLs, Prefix: c.Prefix, Node: node, Logger: a.logger.Named("cluster")})
+		if err != nil {
+			return nil, fmt.Errorf("cluster: %v", err)
+		}
+		o.engine, opts.Journal = eng, eng
+	}
+	s, err := revocation.Open(a.dir, opts)
+	if err != nil {
+		if o.engine != nil {
+			_ = o.engine.Close()
+		}
+		return nil, err
+	}
+	o.Store = s
+	if o.engine != nil {
+		if err := o.engine.Start(s); err != nil {
+			_ = o.engine.Close()
+			_ = s.Close()
+			return nil, fmt.Errorf("cluster: %v", err)
+		}
+		timeout := time.Duration(a.Cluster.SyncTimeout)
+		if timeout <= 0 {
+			timeout = cluster.DefaultSyncTimeout
+		}
+		if err := o.engine.Sync(context.Background(), timeout); err != nil {
+			a.logger.Warn("serving before catching up with the cluster; catching up goes on",
+				zap.Duration("sync_timeout", timeout), zap.Error(err))
+		}
+	}
+	log, err := audit.Open(s.DB(), audit.Options{History: time.Duration(a.History), Logger: a.logger.Named("audit")})
+	if err != nil {
+		_ = o.Destruct()
+		return nil, err
+	}
+	o.log = log
+	a.logger.Info("revocation store opened", zap.String("dir", a.dir), zap.Bool("cluster", o.engine != nil))
+	return o, nil
 }
 
 // Audit returns the usage and events log kept beside the revocation list,
@@ -264,11 +311,29 @@ func (a *App) Audit() (*audit.Log, error) {
 // it, when its last user goes.
 type openStore struct {
 	*revocation.Store
-	log *audit.Log
+	log     *audit.Log     // nil until open
+	engine  cluster.Engine // nil without a cluster
+	cluster *Cluster       // the settings it was opened with
 }
 
-func (s openStore) Destruct() error {
-	return errors.Join(s.log.Close(), s.Close())
+func (s *openStore) Destruct() error {
+	var errs []error
+	if s.log != nil {
+		errs = append(errs, s.log.Close())
+	}
+	if s.engine != nil { // before the store: it reads and writes it
+		errs = append(errs, s.engine.Close())
+	}
+	return errors.Join(append(errs, s.Close())...)
+}
+
+// engine returns the replication engine of the open store, or nil when
+// there is none (no cluster, or nothing open yet).
+func (a *App) engine() cluster.Engine {
+	if o := a.hold.opened.Load(); o != nil {
+		return o.engine
+	}
+	return nil
 }
 
 // revocationsCollector reports caddy_jwtguard_revocations{kind}, the live

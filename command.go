@@ -32,7 +32,7 @@ Commands for jwtguard, the JWT guard for Caddy.
 revoke, list and unrevoke talk to a running Caddy's admin API at --address
 (default: ` + caddy.DefaultAdminListen + `).`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(revokeCommand(), listCommand(), unrevokeCommand(), signCommand(), usageCommand(), eventsCommand())
+			cmd.AddCommand(revokeCommand(), listCommand(), unrevokeCommand(), signCommand(), usageCommand(), eventsCommand(), clusterCommand())
 		},
 	})
 }

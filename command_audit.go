@@ -181,3 +181,24 @@ func oneLine(s string) string {
 		return r
 	}, s)
 }
+
+func clusterCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "Shows how the revocation list replicates",
+		Long: `Prints the replication status of a running Caddy as JSON: the engine
+("none" for a node alone), this node's name, whether Redis answers, how
+many changes made here wait to be published, how far this node has applied
+the shared log, and how far behind it is.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, err := adminCall(cmd, http.MethodGet, "/jwtguard/cluster", nil)
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), out)
+		},
+	}
+	addressFlag(cmd)
+	return cmd
+}

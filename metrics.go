@@ -97,7 +97,7 @@ func initMetrics(registry *prometheus.Registry) error {
 			Help: "Tokens followed in memory by stolen-token detection.",
 		}, trackedTokens)
 	})
-	for _, c := range []prometheus.Collector{metrics.requests.vec, metrics.fetches.vec, metrics.detections, metrics.tracked} {
+	for _, c := range []prometheus.Collector{metrics.requests.vec, metrics.fetches.vec, metrics.detections, metrics.tracked, clusterCollector{}} {
 		if err := register(registry, c); err != nil {
 			return err
 		}
@@ -132,3 +132,40 @@ func register(registry *prometheus.Registry, c prometheus.Collector) error {
 
 func countResult(result string)   { metrics.requests.inc(result) }
 func countKeyFetch(result string) { metrics.fetches.inc(result) }
+
+// clusterCollector reports the running config's replication, read when
+// Prometheus scrapes; nothing without a cluster.
+type clusterCollector struct{}
+
+var (
+	clusterConnectedDesc = prometheus.NewDesc("caddy_jwtguard_cluster_connected",
+		"1 while the cluster's Redis answers, else 0.", nil, nil)
+	clusterPendingDesc = prometheus.NewDesc("caddy_jwtguard_cluster_pending",
+		"Changes made on this node and not yet published to the cluster.", nil, nil)
+	clusterAppliedDesc = prometheus.NewDesc("caddy_jwtguard_cluster_applied_total",
+		"Changes from other nodes applied to this node's revocation list.", nil, nil)
+)
+
+func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- clusterConnectedDesc
+	ch <- clusterPendingDesc
+	ch <- clusterAppliedDesc
+}
+
+func (clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	app := currentApp()
+	if app == nil {
+		return
+	}
+	eng := app.engine()
+	if eng == nil {
+		return
+	}
+	connected := 0.0
+	if eng.Connected() {
+		connected = 1
+	}
+	ch <- prometheus.MustNewConstMetric(clusterConnectedDesc, prometheus.GaugeValue, connected)
+	ch <- prometheus.MustNewConstMetric(clusterPendingDesc, prometheus.GaugeValue, float64(eng.Pending()))
+	ch <- prometheus.MustNewConstMetric(clusterAppliedDesc, prometheus.CounterValue, float64(eng.AppliedTotal()))
+}
