@@ -462,3 +462,15 @@ func TestConcurrentWrites(t *testing.T) {
 		t.Errorf("A holds %d entries, want %d", n, 8*24)
 	}
 }
+
+// Close does not wait for a blocked read to time out.
+func TestCloseIsQuick(t *testing.T) {
+	srv := startRedis(t, false)
+	a := newNode(t, srv, "a", func(o *Options) { o.Block = 5 * time.Second })
+	time.Sleep(100 * time.Millisecond) // let the tailer block
+	start := time.Now()
+	a.close()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Close took %s", d)
+	}
+}

@@ -316,8 +316,9 @@ func (r *Redis) Close() error {
 		if r.cancel != nil {
 			r.cancel()
 		}
-		r.wg.Wait()
+		// Closing the connections ends a blocked read at once.
 		r.closeErr = r.client.Close()
+		r.wg.Wait()
 	})
 	return r.closeErr
 }

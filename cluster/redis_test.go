@@ -54,7 +54,7 @@ func redisServerBin() (string, error) {
 
 // redisServer is one redis-server process the test owns.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	dir  string
 	port int
@@ -66,7 +66,7 @@ type redisServer struct {
 
 // startRedis starts a redis-server; with aof, its data survives restarts
 // (appendfsync always), else it comes back empty.
-func startRedis(t *testing.T, aof bool) *redisServer {
+func startRedis(t testing.TB, aof bool) *redisServer {
 	t.Helper()
 	bin, err := redisServerBin()
 	if err != nil {
@@ -78,7 +78,7 @@ func startRedis(t *testing.T, aof bool) *redisServer {
 	return s
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
