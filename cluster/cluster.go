@@ -58,14 +58,6 @@ type Store interface {
 
 var _ Store = (*revocation.Store)(nil)
 
-// batchApplier is a store that applies several changes, in order, in one
-// durable transaction writing extra's keys too. revocation.Store does not
-// have it yet; with it, a catch-up costs one disk sync per batch instead
-// of one per change.
-type batchApplier interface {
-	ApplyBatch(cs []revocation.Change, extra func(revocation.Writer) error) error
-}
-
 // Status is a node's replication state, as GET /jwtguard/cluster shows it.
 type Status struct {
 	Engine    string `json:"engine"` // "redis", or "none" without a cluster

@@ -474,3 +474,55 @@ func TestCloseIsQuick(t *testing.T) {
 		t.Errorf("Close took %s", d)
 	}
 }
+
+// Against a Redis Cluster (several URLs), every key of a prefix is in one
+// slot, so the script runs, and replication works as with one server.
+func TestRedisCluster(t *testing.T) {
+	urls := startRedisCluster(t)
+	srv := &redisServer{t: t}
+	useCluster := func(o *Options) { o.URLs = urls }
+	a := newNode(t, srv, "a", useCluster)
+	b := newNode(t, srv, "b", useCluster)
+	entries, tokens := everyKind()
+	for i, e := range entries {
+		a.add(e)
+		waitFor(t, 5*time.Second, "B to refuse the token", func() bool { return revoked(t, b, tokens[i]) })
+	}
+	b.del(mustID(t, b, entries[3]))
+	waitFor(t, 5*time.Second, "A to drop the key entry", func() bool { return !revoked(t, a, tokens[3]) })
+	waitSame(t, 5*time.Second, a, b)
+	if !a.eng.Connected() || a.eng.Pending() != 0 {
+		t.Errorf("A's status: %+v", a.eng.Status())
+	}
+}
+
+// Redis restored from an older backup (same epoch, shorter log): nodes
+// whose position is past the log's end publish their entries again, and
+// a new node gets them all.
+func TestRedisWentBack(t *testing.T) {
+	srv := startRedis(t, true)
+	a := newNode(t, srv, "a", nil)
+	b := newNode(t, srv, "b", nil)
+	a.add(revocation.Entry{JTI: "kept"})
+	waitSame(t, 5*time.Second, a, b)
+	srv.stop()
+	backup := srv.saveData()
+	srv.start()
+
+	a.add(revocation.Entry{JTI: "lost-1"})
+	b.add(revocation.Entry{JTI: "lost-2"})
+	waitSame(t, 5*time.Second, a, b)
+	waitFor(t, 5*time.Second, "both to publish", func() bool { return a.eng.Pending() == 0 && b.eng.Pending() == 0 })
+
+	srv.stop()
+	srv.restoreData(backup)
+	srv.start()
+	waitFor(t, 10*time.Second, "Redis's live set to have every entry again", func() bool {
+		n, _ := srv.client().HLen(context.Background(), "{jwtguard}:live").Result()
+		return n == 3
+	})
+	c := newNode(t, srv, "c", nil)
+	waitSame(t, 5*time.Second, a, b, c)
+	after := a.add(revocation.Entry{JTI: "after"}).ID
+	waitFor(t, 5*time.Second, "a new change to reach C", func() bool { return c.has(after) && b.has(after) })
+}

@@ -59,6 +59,7 @@ type redisServer struct {
 	dir  string
 	port int
 	aof  bool
+	args []string // more redis-server options
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -96,6 +97,7 @@ func (s *redisServer) start() {
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"),
 	}
+	args = append(args, s.args...)
 	if s.aof {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
@@ -172,4 +174,68 @@ func (s *redisServer) client() *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.port), Protocol: 2})
 	s.t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// startRedisCluster starts a Redis Cluster of three masters and returns
+// their URLs.
+func startRedisCluster(t *testing.T) []string {
+	t.Helper()
+	bin, err := redisServerBin()
+	if err != nil {
+		t.Skipf("no Redis to test against: %v", err)
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skip("no redis-cli to create a Redis Cluster with")
+	}
+	var urls, addrs []string
+	for range 3 {
+		s := &redisServer{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
+		s.args = []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(freePort(t)), "--cluster-node-timeout", "2000"}
+		s.start()
+		t.Cleanup(s.stop)
+		urls = append(urls, s.url()[:len(s.url())-2]) // no database number in a cluster
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", s.port))
+	}
+	out, err := exec.Command(cli, append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("creating the cluster: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a, Protocol: 2})
+		for {
+			info, _ := c.ClusterInfo(context.Background()).Result()
+			if strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster not ok on %s: %s", a, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		c.Close()
+	}
+	return urls
+}
+
+// saveData copies the server's data files (AOF) aside; restoreData puts
+// them back, as a restore from an older backup would. Both with the
+// server stopped.
+func (s *redisServer) saveData() string {
+	s.t.Helper()
+	dst := s.t.TempDir()
+	if out, err := exec.Command("cp", "-a", filepath.Join(s.dir, "appendonlydir"), dst).CombinedOutput(); err != nil {
+		s.t.Fatalf("saving Redis's data: %v %s", err, out)
+	}
+	return dst
+}
+
+func (s *redisServer) restoreData(saved string) {
+	s.t.Helper()
+	_ = os.RemoveAll(filepath.Join(s.dir, "appendonlydir"))
+	if out, err := exec.Command("cp", "-a", filepath.Join(saved, "appendonlydir"), s.dir).CombinedOutput(); err != nil {
+		s.t.Fatalf("restoring Redis's data: %v %s", err, out)
+	}
 }

@@ -550,13 +550,6 @@ func (r *Redis) applyChanges(items []item, extra func(revocation.Writer) error) 
 		}
 		return r.db.Update(func(txn *badger.Txn) error { return extra(txn) })
 	}
-	if b, ok := r.store.(batchApplier); ok {
-		cs := make([]revocation.Change, len(items))
-		for i := range items {
-			cs[i] = items[i].change
-		}
-		return b.ApplyBatch(cs, extra)
-	}
 	rest, last := items[:len(items)-1], items[len(items)-1]
 	if len(rest) > 0 {
 		var groups [][]revocation.Change
