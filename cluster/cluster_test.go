@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -525,4 +526,21 @@ func TestRedisWentBack(t *testing.T) {
 	waitSame(t, 5*time.Second, a, b, c)
 	after := a.add(revocation.Entry{JTI: "after"}).ID
 	waitFor(t, 5*time.Second, "a new change to reach C", func() bool { return c.has(after) && b.has(after) })
+}
+
+// Big entries (fields at their limits, every character escaped in JSON)
+// in a backlog: no transaction grows past Badger's limit.
+func TestBigEntriesBacklog(t *testing.T) {
+	srv := startRedis(t, false)
+	a := newNode(t, srv, "a", nil)
+	b := newNode(t, srv, "b", nil)
+	a.eng.holdPublish.Store(true)
+	long := strings.Repeat("<", 1000) // 6 bytes each in JSON
+	for i := range 120 {
+		a.add(revocation.Entry{JTI: fmt.Sprintf("%s%d", long, i), Issuer: long, Reason: long})
+	}
+	a.eng.holdPublish.Store(false)
+	wake(a.eng.pubWake)
+	waitFor(t, 20*time.Second, "the backlog to be published", func() bool { return a.eng.Pending() == 0 })
+	waitSame(t, 10*time.Second, a, b)
 }

@@ -13,7 +13,7 @@ import (
 // with "c" and a second letter.
 //
 //	co/ <seq BE>                  -> outbox record: <p BE><change JSON>
-//	ci/ <id len> <id> <seq BE>    -> own change not yet seen in the log: <flag><bound><change JSON>
+//	ci/ <id len> <id> <seq BE>    -> own change not yet seen in the log: <flags><bound><change JSON>
 //	cb/ <bound> <id len> <id> <seq BE> -> empty: the ci keys by bound, dropped as the position passes it
 //	cs/pos                        -> JSON position: epoch, stream id and counter of the last applied change
 //	cs/origin                     -> this store's origin id, random, made once
@@ -91,31 +91,47 @@ func decodeOutbox(v []byte) (p uint64, change []byte, err error) {
 	return u64(v), v[8:], nil
 }
 
-// An own record: flag 0 while the change waits in the outbox, 1 once it
-// is published with its bound.
+// An own record: whether the change is published (then bound is set) and
+// whether it is a delete, and the change as JSON, which the tailer needs
+// only while the record can still override another node's change (not
+// kept once read back from the log).
 type ownRecord struct {
 	published bool
+	delete    bool
 	bound     streamID
 	change    []byte
 }
 
+const (
+	ownPublished = 1 << iota
+	ownDelete
+)
+
 func encodeOwn(r ownRecord) []byte {
 	v := make([]byte, 0, 17+len(r.change))
+	var flags byte
 	if r.published {
-		v = append(v, 1)
-	} else {
-		v = append(v, 0)
+		flags |= ownPublished
 	}
+	if r.delete {
+		flags |= ownDelete
+	}
+	v = append(v, flags)
 	v = binary.BigEndian.AppendUint64(v, r.bound.ms)
 	v = binary.BigEndian.AppendUint64(v, r.bound.seq)
 	return append(v, r.change...)
 }
 
 func decodeOwn(v []byte) (ownRecord, error) {
-	if len(v) < 17 || v[0] > 1 {
+	if len(v) < 17 || v[0]&^(ownPublished|ownDelete) != 0 {
 		return ownRecord{}, errCorrupt
 	}
-	return ownRecord{published: v[0] == 1, bound: streamID{u64(v[1:]), u64(v[9:])}, change: v[17:]}, nil
+	return ownRecord{
+		published: v[0]&ownPublished != 0,
+		delete:    v[0]&ownDelete != 0,
+		bound:     streamID{u64(v[1:]), u64(v[9:])},
+		change:    v[17:],
+	}, nil
 }
 
 // streamID is a Redis stream entry id, <ms>-<seq>, comparable.

@@ -41,7 +41,7 @@ func (r *Redis) Append(w revocation.Writer, c *revocation.Change) error {
 	}
 	// Until the change is back from the log, the tailer knows not to let
 	// an older change of another node undo it here.
-	return w.Set(ownKey(c.Entry.ID, seq), encodeOwn(ownRecord{change: js}))
+	return w.Set(ownKey(c.Entry.ID, seq), encodeOwn(ownRecord{delete: c.Delete, change: js}))
 }
 
 // Committed wakes the publisher once a journaled change is on disk.
@@ -220,12 +220,14 @@ func (r *Redis) nextBatch() ([]outboxRec, error) {
 	err := r.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(outboxPrefix), PrefetchSize: publishBatch})
 		defer it.Close()
-		for it.Rewind(); it.Valid() && len(recs) < publishBatch; it.Next() {
+		size := 0
+		for it.Rewind(); it.Valid() && len(recs) < publishBatch && size < publishBytes; it.Next() {
 			rec, err := readOutbox(it.Item())
 			if err != nil {
 				return err
 			}
 			recs = append(recs, rec)
+			size += len(rec.raw)
 		}
 		return nil
 	})
@@ -345,7 +347,7 @@ func (r *Redis) complete(recs []outboxRec, bounds []streamID) error {
 			if o, err := decodeOwn(v); err == nil && o.published {
 				continue
 			}
-			if err := txn.Set(k, encodeOwn(ownRecord{published: true, bound: bounds[i], change: rec.raw})); err != nil {
+			if err := txn.Set(k, encodeOwn(ownRecord{published: true, delete: rec.change.Delete, bound: bounds[i], change: rec.raw})); err != nil {
 				return err
 			}
 			if err := txn.Set(boundKey(bounds[i], id, rec.seq), nil); err != nil {

@@ -57,11 +57,12 @@ const (
 )
 
 const (
-	readCount     = 1000 // changes read from the log per call
-	publishBatch  = 100  // outbox records read per pass
-	pruneAfter    = 3600 // seconds Redis keeps an expired entry in live and gone
-	applyWorkers  = 16   // concurrent Apply calls while catching up
-	exactTrimUpTo = 1000 // MaxLen below which trimming is exact
+	readCount     = 1000      // changes read from the log per call
+	publishBatch  = 100       // outbox records read per pass
+	publishBytes  = 256 << 10 // and their JSON at most about this big: a pass writes each twice in one Badger transaction
+	pruneAfter    = 3600      // seconds Redis keeps an expired entry in live and gone
+	applyWorkers  = 16        // concurrent Apply calls while catching up
+	exactTrimUpTo = 1000      // MaxLen below which trimming is exact
 )
 
 // ErrNotSynced is returned by Sync when the timeout passed before the node

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,6 +156,10 @@ func (r *Redis) check(ctx context.Context) error {
 		if _, err := r.republish(ctx, epoch); err != nil {
 			return err
 		}
+		// Places in the log that is gone mean nothing in the new one.
+		if err := r.dropOwn(nil); err != nil {
+			return err
+		}
 		np := position{Epoch: epoch, ID: last.id.String(), N: last.n}
 		if err := r.db.Update(func(txn *badger.Txn) error { return posWriter(np)(txn) }); err != nil {
 			return err
@@ -184,24 +187,12 @@ func (r *Redis) changeEpoch(ctx context.Context, old position, epoch string) err
 	if err != nil {
 		return err
 	}
-	np := position{Epoch: epoch, ID: "0-0"}
 	// Own changes published into the old log will never be read back.
-	err = r.db.Update(func(txn *badger.Txn) error {
-		if err := posWriter(np)(txn); err != nil {
-			return err
-		}
-		return forEachKey(txn, []byte(boundPrefix), func(k []byte) (bool, error) {
-			_, own, err := parseBoundKey(k)
-			if err == nil {
-				err = txn.Delete(own)
-			}
-			if err == nil {
-				err = txn.Delete(bytes.Clone(k))
-			}
-			return true, err
-		})
-	})
-	if err != nil {
+	if err := r.dropOwn(nil); err != nil {
+		return fmt.Errorf("dropping records of the old log: %w", err)
+	}
+	np := position{Epoch: epoch, ID: "0-0"}
+	if err := r.db.Update(func(txn *badger.Txn) error { return posWriter(np)(txn) }); err != nil {
 		return fmt.Errorf("recording the new epoch: %w", err)
 	}
 	r.setPosition(np, 0)
@@ -211,21 +202,44 @@ func (r *Redis) changeEpoch(ctx context.Context, old position, epoch string) err
 	return nil
 }
 
-// forEachKey calls fn with every key under prefix until it returns false.
-func forEachKey(txn *badger.Txn, prefix []byte, fn func(k []byte) (bool, error)) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	var keys [][]byte
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
-	}
-	for _, k := range keys {
-		more, err := fn(k)
-		if err != nil || !more {
+// dropOwn deletes the records of own changes published at or before upTo
+// (every published one when upTo is nil), a bounded number per
+// transaction.
+func (r *Redis) dropOwn(upTo *streamID) error {
+	const chunk = 1000
+	for {
+		var keys [][]byte
+		err := r.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(boundPrefix), PrefetchValues: false})
+			defer it.Close()
+			for it.Rewind(); it.Valid() && len(keys) < 2*chunk; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				b, own, err := parseBoundKey(k)
+				if err == nil && upTo != nil && upTo.less(b) {
+					break // keys are in bound order
+				}
+				keys = append(keys, k)
+				if err == nil {
+					keys = append(keys, own)
+				}
+			}
+			return nil
+		})
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		err = r.db.Update(func(txn *badger.Txn) error {
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil || len(keys) < 2*chunk {
 			return err
 		}
 	}
-	return nil
 }
 
 type logEntry struct {
@@ -356,7 +370,7 @@ type item struct {
 type ownSeen struct {
 	id     string // entry id
 	at     streamID
-	change []byte
+	delete bool
 }
 
 // applyBatch applies the other nodes' changes of msgs and moves the
@@ -381,7 +395,7 @@ func (r *Redis) applyBatch(msgs []redis.XMessage) error {
 			// Applied here when it was made; note where it is, so older
 			// changes of other nodes apply again from here on.
 			if seq := fieldInt(m, "s"); seq > 0 {
-				own[uint64(seq)] = ownSeen{id: c.Entry.ID, at: at, change: []byte(raw)}
+				own[uint64(seq)] = ownSeen{id: c.Entry.ID, at: at, delete: c.Delete}
 			}
 			continue
 		}
@@ -403,9 +417,10 @@ func (r *Redis) applyBatch(msgs []redis.XMessage) error {
 			return err
 		}
 		// Own changes read back get their exact place, in the same
-		// transaction as the position that passes them.
+		// transaction as the position that passes them (without the
+		// change, which they can no longer need: see applyRemote).
 		for seq, o := range own {
-			if err := w.Set(ownKey(o.id, seq), encodeOwn(ownRecord{published: true, bound: o.at, change: o.change})); err != nil {
+			if err := w.Set(ownKey(o.id, seq), encodeOwn(ownRecord{published: true, delete: o.delete, bound: o.at})); err != nil {
 				return err
 			}
 			if err := w.Set(boundKey(o.at, o.id, seq), nil); err != nil {
@@ -427,12 +442,11 @@ func (r *Redis) applyBatch(msgs []redis.XMessage) error {
 	return nil
 }
 
-// ownChange is a change made here that the log has not shown back yet:
-// unpublished, or published at or before bound.
+// ownChange is a change made here that the log has not shown back yet
+// (unpublished, or published at or before its bound).
 type ownChange struct {
 	seq uint64
 	ownRecord
-	delete bool
 }
 
 // ownChanges reads the own changes of ids, oldest first, with the places
@@ -441,34 +455,34 @@ func (r *Redis) ownChanges(ids map[string]bool, seen map[uint64]ownSeen) (map[st
 	out := map[string][]ownChange{}
 	err := r.db.View(func(txn *badger.Txn) error {
 		for id := range ids {
-			prefix := ownIDPrefix(id)
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-			for it.Rewind(); it.Valid(); it.Next() {
-				v, err := it.Item().ValueCopy(nil)
-				if err == nil {
-					var o ownChange
-					o.seq = u64(it.Item().Key()[len(prefix):])
-					if o.ownRecord, err = decodeOwn(v); err == nil {
-						if s, ok := seen[o.seq]; ok {
-							o.published, o.bound = true, s.at
-						}
-						var c revocation.Change
-						if err = json.Unmarshal(o.change, &c); err == nil {
-							o.delete = c.Delete
-							out[id] = append(out[id], o)
-						}
-					}
-				}
-				if err != nil {
-					it.Close()
-					return fmt.Errorf("own change of %s: %w", id, err)
-				}
+			if err := ownChangesOf(txn, id, seen, out); err != nil {
+				return fmt.Errorf("own changes of %s: %w", id, err)
 			}
-			it.Close()
 		}
 		return nil
 	})
 	return out, err
+}
+
+func ownChangesOf(txn *badger.Txn, id string, seen map[uint64]ownSeen, out map[string][]ownChange) error {
+	prefix := ownIDPrefix(id)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		o := ownChange{seq: u64(it.Item().Key()[len(prefix):])}
+		if o.ownRecord, err = decodeOwn(v); err != nil {
+			return err
+		}
+		if s, ok := seen[o.seq]; ok {
+			o.published, o.bound = true, s.at
+		}
+		out[id] = append(out[id], o)
+	}
+	return nil
 }
 
 // overriding returns the latest own change of an entry that comes after a
@@ -528,7 +542,10 @@ func (r *Redis) applyRemote(items []item, seen map[uint64]ownSeen, extra func(re
 		if o, over := overriding(own[id], it.at, it.change.Delete); over {
 			var c revocation.Change
 			if err := json.Unmarshal(o.change, &c); err != nil {
-				return len(todo), err
+				// Only records read back lack the change, and those
+				// never override (see the extra of applyBatch).
+				r.log.Error("cluster: cannot apply this node's change again", zap.String("id", id), zap.Error(err))
+				continue
 			}
 			if err := r.store.Apply(c, nil); err != nil {
 				return len(todo), fmt.Errorf("applying again this node's change to %s: %w", id, err)
@@ -604,27 +621,11 @@ func firstErr(a, b error) error {
 	return b
 }
 
-// cleanup drops the own records whose change the position has passed. It
-// may conflict with the publisher's writes; the next round does it then.
+// cleanup drops the records of own changes the position has passed.
 func (r *Redis) cleanup() {
 	pos := r.position().streamID()
-	err := r.db.Update(func(txn *badger.Txn) error {
-		return forEachKey(txn, []byte(boundPrefix), func(k []byte) (bool, error) {
-			b, own, err := parseBoundKey(k)
-			if err != nil {
-				return true, txn.Delete(bytes.Clone(k))
-			}
-			if pos.less(b) {
-				return false, nil
-			}
-			if err := txn.Delete(own); err != nil {
-				return false, err
-			}
-			return true, txn.Delete(bytes.Clone(k))
-		})
-	})
-	if err != nil && !errors.Is(err, badger.ErrConflict) {
-		r.log.Warn("cluster: dropping own records already in the log", zap.Error(err))
+	if err := r.dropOwn(&pos); err != nil {
+		r.log.Warn("cluster: dropping records of own changes already in the log", zap.Error(err))
 	}
 }
 
