@@ -72,7 +72,7 @@ func TestReplicatesEveryKind(t *testing.T) {
 
 	waitFor(t, 5*time.Second, "nothing pending", func() bool { return a.eng.Pending() == 0 && b.eng.Pending() == 0 })
 	st := b.eng.Status()
-	if st.Engine != "redis" || st.Node != "b" || !st.Connected || st.Applied == "" || st.Pending != 0 {
+	if st.Engine != "redis" || st.Node != "b" || !st.Connected || st.Applied == "" || st.Pending != 0 || st.LagMS != 0 {
 		t.Errorf("B's status: %+v", st)
 	}
 	if got := b.eng.AppliedTotal(); got != uint64(len(entries)) {

@@ -285,7 +285,7 @@ func (r *Redis) scriptArgs(epoch, op, p, seq string, e *revocation.Entry, change
 	if r.opts.MaxLen >= exactTrimUpTo {
 		approx = "~"
 	}
-	return []any{epoch, r.origin, p, op, e.ID, exp, entry, change, r.opts.Node, r.opts.MaxLen, approx, pruneAfter, seq}, nil
+	return []any{epoch, r.origin, p, op, e.ID, exp, entry, change, r.opts.Node, r.opts.MaxLen, approx, r.pruneAfter, seq}, nil
 }
 
 func (r *Redis) runScript(ctx context.Context, epoch, op, p, seq string, e *revocation.Entry, change []byte) (scriptResult, error) {

@@ -60,7 +60,7 @@ const (
 	readCount     = 1000      // changes read from the log per call
 	publishBatch  = 100       // outbox records read per pass
 	publishBytes  = 256 << 10 // and their JSON at most about this big: a pass writes each twice in one Badger transaction
-	pruneAfter    = 3600      // seconds Redis keeps an expired entry in live and gone
+	pruneAfter    = 3600      // seconds Redis keeps an expired entry in live and gone (longer than any leeway)
 	applyWorkers  = 16        // concurrent Apply calls while catching up
 	exactTrimUpTo = 1000      // MaxLen below which trimming is exact
 )
@@ -104,6 +104,7 @@ type Redis struct {
 	syncOne sync.Once
 
 	holdPublish atomic.Bool // tests: keep changes in the outbox
+	pruneAfter  int64       // pruneAfter; tests change it
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -154,12 +155,13 @@ func NewRedis(o Options) (*Redis, error) {
 	uo.DialerRetries = 1 // the loops retry, with backoff
 	uo.PoolSize = 4      // one blocked reader, one publisher, the rest for checks
 	r := &Redis{
-		opts:    o,
-		log:     o.Logger,
-		client:  redis.NewUniversalClient(uo),
-		pubWake: make(chan struct{}, 1),
-		pubKick: make(chan struct{}, 1),
-		synced:  make(chan struct{}),
+		opts:       o,
+		log:        o.Logger,
+		client:     redis.NewUniversalClient(uo),
+		pubWake:    make(chan struct{}, 1),
+		pubKick:    make(chan struct{}, 1),
+		synced:     make(chan struct{}),
+		pruneAfter: pruneAfter,
 	}
 	tag := "{" + o.Prefix + "}"
 	for _, s := range keySuffixes {
