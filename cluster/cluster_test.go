@@ -544,3 +544,18 @@ func TestBigEntriesBacklog(t *testing.T) {
 	waitFor(t, 20*time.Second, "the backlog to be published", func() bool { return a.eng.Pending() == 0 })
 	waitSame(t, 10*time.Second, a, b)
 }
+
+// Through a Sentinel (a URL with master_name), nodes find the master and
+// replicate as with one server.
+func TestSentinel(t *testing.T) {
+	srv := startRedis(t, false)
+	url := startSentinel(t, srv)
+	viaSentinel := func(o *Options) { o.URLs = []string{url} }
+	a := newNode(t, srv, "a", viaSentinel)
+	b := newNode(t, srv, "b", viaSentinel)
+	x := a.add(revocation.Entry{JTI: "via-sentinel"}).ID
+	waitFor(t, 5*time.Second, "B to get the entry", func() bool { return b.has(x) })
+	if n, _ := srv.client().XLen(context.Background(), "{jwtguard}:log").Result(); n != 1 {
+		t.Errorf("the master's log has %d entries, want 1", n)
+	}
+}

@@ -24,12 +24,23 @@ func TestUniversalOptions(t *testing.T) {
 		t.Errorf("several URLs: %+v", several)
 	}
 
+	sentinel, err := universalOptions([]string{"redis://su:sp@s1:26379/1?master_name=m&password=mp", "redis://su:sp@s2:26379/1?master_name=m&password=mp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sentinel.MasterName != "m" || len(sentinel.Addrs) != 2 || sentinel.DB != 1 || sentinel.Password != "mp" ||
+		sentinel.SentinelUsername != "su" || sentinel.SentinelPassword != "sp" || sentinel.IsClusterMode {
+		t.Errorf("sentinels: %+v", sentinel)
+	}
+
 	for _, bad := range [][]string{
 		nil,
 		{"http://x"},
 		{"redis://:a@n1:7000", "redis://:b@n2:7001"},
 		{"redis://n1:7000", "rediss://n2:7001"},
 		{"redis://n1:7000/1", "redis://n2:7001/1"},
+		{"redis://s1?master_name=m", "redis://s2?master_name=other"},
+		{"redis://s1?master_name="},
 	} {
 		if _, err := universalOptions(bad); err == nil {
 			t.Errorf("%q: no error", bad)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,8 @@ import (
 type Options struct {
 	// URLs of the Redis server (one) or of Redis Cluster nodes (several):
 	// redis:// or rediss:// (TLS), with user, password and, for one
-	// server, the database number; unix:// for a socket.
+	// server, the database number; unix:// for a socket. With a
+	// master_name parameter, they are Sentinels' (see universalOptions).
 	URLs []string
 	// Prefix of every Redis key, used as a hash tag ({prefix}:log, ...).
 	// Clusters with different prefixes share a Redis without seeing each
@@ -171,10 +173,16 @@ func NewRedis(o Options) (*Redis, error) {
 }
 
 // universalOptions turns one URL (a server) or several (Redis Cluster
-// nodes, which must agree on credentials and TLS) into client options.
+// nodes, which must agree on credentials and TLS) into client options. URLs
+// with a master_name parameter name Sentinels instead (go-redis's failover
+// URL: the user and password in the URL are the Sentinels', the username
+// and password parameters the master's).
 func universalOptions(urls []string) (*redis.UniversalOptions, error) {
 	if len(urls) == 0 {
 		return nil, errors.New("cluster: no Redis URL")
+	}
+	if u, err := url.Parse(urls[0]); err == nil && u.Query().Has("master_name") {
+		return sentinelOptions(urls)
 	}
 	var uo redis.UniversalOptions
 	for i, u := range urls {
@@ -197,6 +205,33 @@ func universalOptions(urls []string) (*redis.UniversalOptions, error) {
 		if uo.TLSConfig != nil {
 			uo.TLSConfig.ServerName = "" // each node is checked against its own host name
 		}
+	}
+	return &uo, nil
+}
+
+func sentinelOptions(urls []string) (*redis.UniversalOptions, error) {
+	var uo redis.UniversalOptions
+	for i, u := range urls {
+		o, err := redis.ParseFailoverURL(u)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: Redis URL %d: %w", i+1, err)
+		}
+		if i == 0 {
+			uo = redis.UniversalOptions{
+				MasterName: o.MasterName, Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLSConfig,
+				SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword,
+			}
+		} else if o.MasterName != uo.MasterName || o.Username != uo.Username || o.Password != uo.Password || o.DB != uo.DB ||
+			o.SentinelUsername != uo.SentinelUsername || o.SentinelPassword != uo.SentinelPassword || (o.TLSConfig == nil) != (uo.TLSConfig == nil) {
+			return nil, fmt.Errorf("cluster: Redis URL %d: every Sentinel URL needs the same master_name, database, credentials and scheme", i+1)
+		}
+		uo.Addrs = append(uo.Addrs, o.SentinelAddrs...)
+	}
+	if uo.MasterName == "" {
+		return nil, errors.New("cluster: master_name is empty")
+	}
+	if len(uo.Addrs) > 1 && uo.TLSConfig != nil {
+		uo.TLSConfig.ServerName = ""
 	}
 	return &uo, nil
 }

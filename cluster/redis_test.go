@@ -239,3 +239,36 @@ func (s *redisServer) restoreData(saved string) {
 		s.t.Fatalf("restoring Redis's data: %v %s", err, out)
 	}
 }
+
+// startSentinel starts a Sentinel watching srv as master "jwtguard-master"
+// and returns the URL engines use to find the master through it.
+func startSentinel(t *testing.T, srv *redisServer) string {
+	t.Helper()
+	s := &redisServer{t: t, bin: srv.bin, dir: t.TempDir(), port: freePort(t)}
+	conf := filepath.Join(s.dir, "sentinel.conf")
+	txt := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor jwtguard-master 127.0.0.1 %d 1\n", s.port, s.dir, srv.port)
+	if err := os.WriteFile(conf, []byte(txt), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(s.bin, conf, "--sentinel", "--logfile", filepath.Join(s.dir, "sentinel.log"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = cmd
+	t.Cleanup(s.stop)
+	c := redis.NewSentinelClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.port), Protocol: 2})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		addr, err := c.GetMasterAddrByName(context.Background(), "jwtguard-master").Result()
+		if err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(srv.port) {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(s.dir, "sentinel.log"))
+			t.Fatalf("sentinel does not know the master: %v %v\n%s", addr, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Sprintf("redis://127.0.0.1:%d/0?master_name=jwtguard-master", s.port)
+}
