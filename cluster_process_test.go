@@ -66,6 +66,28 @@ http://127.0.0.1:%d {
 func (n *clusterNode) up(top *testing.T, bin, home string) {
 	top.Helper()
 	n.proc = n.start(top, bin, home)
+	n.waitAdmin(top)
+}
+
+func (n *clusterNode) waitAdmin(top *testing.T) {
+	top.Helper()
+	// The site answers as soon as the http app runs; the jwtguard app
+	// (and with it the admin routes) once it has caught up, which Caddy
+	// may start after.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := procClient.Get(n.adminURL + "/jwtguard/cluster")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			top.Fatalf("node %s: the jwtguard admin routes did not come up: %v", n.name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (n *clusterNode) stop(t *testing.T) { n.proc.Stop(t) }
@@ -175,10 +197,13 @@ func TestClusterOfProcesses(t *testing.T) {
 			}
 			_, tok := user()
 			a.mustRevoke(t, map[string]string{"token": tok})
-			b.up(top, bin, home)
+			// The first request goes in the moment the site answers, before
+			// the jwtguard app may have started: it waits for the catch-up.
+			b.proc = b.start(top, bin, home)
 			if got := b.answer(t, tok); got != "401 revoked" {
 				t.Fatalf("B (crashed: %v) answers %q on its first request, want 401 revoked", crash, got)
 			}
+			b.waitAdmin(top)
 		}
 	})
 
