@@ -555,8 +555,14 @@ func (r *Redis) applyRemote(items []item, seen map[uint64]ownSeen, extra func(re
 	return len(todo), nil
 }
 
+// batchApplier is a store that applies changes in order a chunk per disk
+// sync (*revocation.Store is one).
+type batchApplier interface {
+	ApplyBatch(cs []revocation.Change, extra func(revocation.Writer) error) error
+}
+
 // applyChanges applies items in order per entry, writing extra with the
-// last one. With one disk sync per Apply, changes to different entries
+// last one; with a batchApplier, a chunk of changes per disk sync. With one disk sync per Apply, changes to different entries
 // are applied concurrently so that their syncs are shared; the last one
 // goes alone once every other is done, so the position it writes covers
 // them all.
@@ -566,6 +572,13 @@ func (r *Redis) applyChanges(items []item, extra func(revocation.Writer) error) 
 			return nil
 		}
 		return r.db.Update(func(txn *badger.Txn) error { return extra(txn) })
+	}
+	if b, ok := r.store.(batchApplier); ok {
+		cs := make([]revocation.Change, len(items))
+		for i := range items {
+			cs[i] = items[i].change
+		}
+		return b.ApplyBatch(cs, extra)
 	}
 	rest, last := items[:len(items)-1], items[len(items)-1]
 	if len(rest) > 0 {
