@@ -2,6 +2,10 @@ package dpop
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"strconv"
 	"strings"
 	"testing"
@@ -75,11 +79,12 @@ func BenchmarkVerify(b *testing.B) {
 			}
 			inputs := make([]input, n)
 			for i, pr := range proofs {
-				p, e := v.parse(pr)
+				p := new(proof)
+				e := v.parse(pr, p)
 				if e != nil {
 					b.Fatal(e)
 				}
-				pub, e := p.key.publicKey(p.alg)
+				pub, e := p.hdr.jwk.publicKey(p.hdr.alg)
 				if e != nil {
 					b.Fatal(e)
 				}
@@ -89,7 +94,7 @@ func BenchmarkVerify(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				in := inputs[i%n]
-				if !checkSignature(in.p.alg, in.p.signingInput, in.p.sig, in.pub) {
+				if !checkSignature(in.p.hdr.alg, in.p.signingInput, in.p.sig, in.pub) {
 					b.Fatal("signature")
 				}
 				i++
@@ -99,6 +104,50 @@ func BenchmarkVerify(b *testing.B) {
 			v := newVerifier(b, Config{ReplayEntries: n})
 			v.checkSig = func(verifier.Algorithm, string, []byte, any) bool { return true }
 			run(b, v)
+		})
+	}
+}
+
+// BenchmarkVerifyNewKey is beyond-signature for a client's first proof
+// (or any proof once the header cache has dropped its key): the header is
+// decoded and read, the key parsed and its thumbprint computed.
+func BenchmarkVerifyNewKey(b *testing.B) {
+	for _, alg := range []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA} {
+		b.Run(string(alg), func(b *testing.B) {
+			const n = 256
+			proofs, jkts := make([]string, n), make([]string, n)
+			for i := range proofs {
+				var priv crypto.Signer
+				var err error
+				if alg == jose.ES256 {
+					priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				} else {
+					_, priv, err = ed25519.GenerateKey(rand.Reader)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				proofs[i] = joseProof(b, alg, priv, claims("jti", "key-"+strconv.Itoa(i), "htm", "POST",
+					"htu", "https://api.example.com/v1/orders/42/items", "ath", athOf(benchToken)))
+				jkts[i] = jkt(b, priv)
+			}
+			req := Request{Method: "POST", Scheme: "https", Host: "api.example.com", Path: "/v1/orders/42/items", AccessToken: benchToken}
+			b.ReportAllocs()
+			i := 0
+			var v *Verifier
+			for b.Loop() {
+				if i%n == 0 {
+					b.StopTimer()
+					v = newVerifier(b, Config{ReplayEntries: n})
+					v.checkSig = func(verifier.Algorithm, string, []byte, any) bool { return true }
+					b.StartTimer()
+				}
+				req.JKT = jkts[i%n]
+				if _, err := v.Verify(proofs[i%n], req); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
 		})
 	}
 }

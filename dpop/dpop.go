@@ -11,7 +11,6 @@ package dpop
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math"
@@ -87,6 +86,7 @@ type Verifier struct {
 	origin    []byte // normal form of Config.Origin; nil without one
 	nonces    NonceSource
 	replay    ReplayCache
+	headers   *headerCache
 	now       func() time.Time
 	// checkSig is the signature check, a field so that the benchmark can
 	// measure everything else on its own.
@@ -153,7 +153,7 @@ func parseAlgorithm(name string) (verifier.Algorithm, bool) {
 
 // New checks cfg and returns a Verifier for it.
 func New(cfg Config) (*Verifier, error) {
-	v := &Verifier{now: cfg.Now, replay: cfg.Replay, checkSig: checkSignature}
+	v := &Verifier{now: cfg.Now, replay: cfg.Replay, headers: newHeaderCache(), checkSig: checkSignature}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -266,8 +266,9 @@ func ProofHeader(h http.Header) (string, error) {
 
 // proof is a proof taken apart, its signature not yet checked.
 type proof struct {
-	alg          verifier.Algorithm
-	key          jwk
+	hdr          *proofHeader
+	cached       bool   // hdr came from the cache
+	hdrSegment   string // the header's base64url text
 	signingInput string
 	sig          []byte
 	jti, htm     string
@@ -289,7 +290,8 @@ func (v *Verifier) Verify(proofJWT string, req Request) (Result, error) {
 	if req.AccessToken == "" {
 		return Result{}, errNoToken
 	}
-	p, e := v.parse(proofJWT)
+	var p proof
+	e := v.parse(proofJWT, &p)
 	if e != nil {
 		return Result{}, e
 	}
@@ -314,8 +316,8 @@ func (v *Verifier) Verify(proofJWT string, req Request) (Result, error) {
 	if until < now {
 		return Result{}, errTooOld
 	}
-	var ath [sha256.Size]byte
-	if !decodeExact(ath[:], p.ath) || ath != sha256.Sum256(bytesOf(req.AccessToken)) {
+	hd := p.hdr
+	if !hd.athMatches(req.AccessToken, p.ath) {
 		return Result{}, errATH
 	}
 	var res Result
@@ -332,16 +334,22 @@ func (v *Verifier) Verify(proofJWT string, req Request) (Result, error) {
 		}
 	}
 
-	pub, e := p.key.publicKey(p.alg)
-	if e != nil {
-		return Result{}, e
+	if !p.cached {
+		if hd.pub, e = hd.jwk.publicKey(hd.alg); e != nil {
+			return Result{}, e
+		}
 	}
-	if !v.checkSig(p.alg, p.signingInput, p.sig, pub) {
+	if !v.checkSig(hd.alg, p.signingInput, p.sig, hd.pub) {
 		return Result{}, errSignature
 	}
-	var space [thumbprintLen]byte
-	tp, ok := p.key.appendThumbprint(space[:0])
-	if !ok || string(tp) != req.JKT {
+	if !p.cached {
+		tp, ok := hd.jwk.appendThumbprint(make([]byte, 0, thumbprintLen))
+		if !ok {
+			return Result{}, errJWK
+		}
+		hd.thumbprint = string(tp)
+	}
+	if hd.thumbprint != req.JKT {
 		return Result{}, errMismatch
 	}
 
@@ -367,12 +375,21 @@ func (v *Verifier) Verify(proofJWT string, req Request) (Result, error) {
 	case !first:
 		return Result{}, errReplay
 	}
-	res.Thumbprint, res.JTI, res.IssuedAt = req.JKT, p.jti, fromUnixSeconds(p.iat)
+	if !p.cached {
+		v.headers.put(strings.Clone(p.hdrSegment), hd)
+	}
+	res.Thumbprint, res.JTI, res.IssuedAt = hd.thumbprint, p.jti, fromUnixSeconds(p.iat)
 	return res, nil
 }
 
-// urlMatches compares htu with the request URL in their normal forms.
+// urlMatches compares htu with the request URL in their normal forms,
+// or first as text: a client usually writes htu exactly as it sends the
+// URL, and the same text names the same resource without normalising.
 func (v *Verifier) urlMatches(htu string, req *Request) bool {
+	reqPath, _, _ := strings.Cut(req.Path, "?")
+	if v.sameText(htu, req, reqPath) {
+		return true
+	}
 	scheme, authority, path, ok := splitURI(htu)
 	if !ok {
 		return false
@@ -391,55 +408,167 @@ func (v *Verifier) urlMatches(htu string, req *Request) bool {
 	} else if got, ok = appendOrigin(got, req.Scheme, req.Host); !ok {
 		return false
 	}
-	reqPath, _, _ := strings.Cut(req.Path, "?")
 	if got, ok = appendPath(got, reqPath); !ok {
 		return false
 	}
 	return bytes.Equal(want, got)
 }
 
-// parse splits, decodes and reads a proof, and checks everything that
-// needs neither the request nor the signature.
-func (v *Verifier) parse(s string) (*proof, *Error) {
+// sameText reports whether htu is, byte for byte, the request's scheme,
+// "://", host and path (or the origin and path), in characters that need
+// no normalising: no percent-encoding, nothing a URI may not hold raw, and
+// nothing that would split the text into other parts than the request's.
+func (v *Verifier) sameText(htu string, req *Request, path string) bool {
+	var prefix, host string
+	if v.origin != nil {
+		prefix = unsafe.String(unsafe.SliceData(v.origin), len(v.origin))
+	} else {
+		if req.Scheme != "https" && req.Scheme != "http" || req.Host == "" {
+			return false
+		}
+		prefix, host = req.Scheme, req.Host
+	}
+	n := len(prefix)
+	if host != "" {
+		n += 3 + len(host)
+	}
+	if len(htu) != n+len(path) || path == "" || htu[:len(prefix)] != prefix || htu[n:] != path {
+		return false
+	}
+	if host != "" {
+		if htu[len(prefix):len(prefix)+3] != "://" || htu[len(prefix)+3:n] != host {
+			return false
+		}
+		for i := 0; i < len(host); i++ {
+			if c := host[i]; !plainByte[c] || c == '/' || c == '@' {
+				return false
+			}
+		}
+	}
+	for i := n; i < len(htu); i++ {
+		if !plainByte[htu[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// plainByte marks the characters a URI holds raw with one meaning:
+// unreserved, sub-delims, ':', '@', '/', and '[' ']' of IP literals.
+var plainByte = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		t[c] = isUnreserved(b) || isSubDelim(b) || strings.IndexByte(":@/[]", b) >= 0
+	}
+	return t
+}()
+
+// parse splits, decodes and reads a proof into p, and checks everything
+// that needs neither the request nor the signature.
+func (v *Verifier) parse(s string, p *proof) *Error {
 	if s == "" {
-		return nil, errMissing
+		return errMissing
 	}
 	if len(s) > MaxProofLength {
-		return nil, errTooLong
+		return errTooLong
 	}
 	dot1 := strings.IndexByte(s, '.')
 	if dot1 <= 0 {
-		return nil, errSegments
+		return errSegments
 	}
 	dot2 := strings.IndexByte(s[dot1+1:], '.') + dot1 + 1
 	if dot2 <= dot1+1 || dot2 == len(s)-1 || strings.IndexByte(s[dot2+1:], '.') >= 0 {
-		return nil, errSegments
+		return errSegments
 	}
 	// The strict decoder refuses every byte outside the base64url
 	// alphabet, padding included, except CR and LF, which it skips.
 	if strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, '\r') >= 0 {
-		return nil, errSegments
+		return errSegments
 	}
 	h, pl, sg := s[:dot1], s[dot1+1:dot2], s[dot2+1:]
-	// One buffer for the three segments; header and claims are read as
+	p.hdrSegment, p.signingInput = h, s[:dot2]
+	p.hdr = v.headers.get(h)
+	p.cached = p.hdr != nil
+	// One buffer for the segments decoded; header and claims are read as
 	// strings aliasing it, and it is never written again.
-	buf := make([]byte, strictB64.DecodedLen(len(h))+strictB64.DecodedLen(len(pl))+strictB64.DecodedLen(len(sg)))
-	hn, err := strictB64.Decode(buf, bytesOf(h))
-	if err != nil {
-		return nil, errSegments
+	hl := 0
+	if !p.cached {
+		hl = strictB64.DecodedLen(len(h))
+	}
+	buf := make([]byte, hl+strictB64.DecodedLen(len(pl))+strictB64.DecodedLen(len(sg)))
+	hn, err := 0, error(nil)
+	if !p.cached {
+		if hn, err = strictB64.Decode(buf, bytesOf(h)); err != nil {
+			return errSegments
+		}
 	}
 	pn, err := strictB64.Decode(buf[hn:], bytesOf(pl))
 	if err != nil {
-		return nil, errSegments
+		return errSegments
 	}
 	sn, err := strictB64.Decode(buf[hn+pn:], bytesOf(sg))
 	if err != nil {
-		return nil, errSegments
+		return errSegments
 	}
-	p := &proof{signingInput: s[:dot2], sig: buf[hn+pn : hn+pn+sn : hn+pn+sn]}
-	header := unsafe.String(unsafe.SliceData(buf), hn)
+	p.sig = buf[hn+pn : hn+pn+sn : hn+pn+sn]
+	if !p.cached {
+		var e *Error
+		if p.hdr, e = v.readHeader(unsafe.String(unsafe.SliceData(buf), hn)); e != nil {
+			return e
+		}
+	}
 	payload := unsafe.String(unsafe.SliceData(buf[hn:]), pn)
 
+	var cm [12]member
+	members, err := parseObject(payload, cm[:0])
+	if err != nil {
+		return errPayloadJSON
+	}
+	var hasJTI, hasHTM, hasHTU, hasIat, hasATH bool
+	for _, m := range members {
+		var dst *string
+		switch m.name {
+		case "jti":
+			dst, hasJTI = &p.jti, true
+		case "htm":
+			dst, hasHTM = &p.htm, true
+		case "htu":
+			dst, hasHTU = &p.htu, true
+		case "ath":
+			dst, hasATH = &p.ath, true
+		case "nonce":
+			dst, p.hasNonce = &p.nonce, true
+		case "iat":
+			if kind(m.raw) != 'n' {
+				return errClaims
+			}
+			f, err := strconv.ParseFloat(m.raw, 64)
+			if err != nil || math.Abs(f) > maxNumericDate {
+				return errClaims
+			}
+			p.iat, hasIat = f, true
+			continue
+		default:
+			continue
+		}
+		if kind(m.raw) != 's' {
+			return errClaims
+		}
+		*dst = unquote(m.raw)
+	}
+	if !hasJTI || p.jti == "" || len(p.jti) > MaxJTILength {
+		return errJTI
+	}
+	if !hasHTM || !hasHTU || !hasIat || !hasATH {
+		return errClaims
+	}
+	return nil
+}
+
+// readHeader reads a proof's JOSE header: typ, alg and jwk, checked
+// against each other; the key itself is parsed later, just before the
+// signature.
+func (v *Verifier) readHeader(header string) (*proofHeader, *Error) {
 	var hm [8]member
 	members, err := parseObject(header, hm[:0])
 	if err != nil {
@@ -475,61 +604,17 @@ func (v *Verifier) parse(s string) (*proof, *Error) {
 	if !ok || !v.algs.Has(a) {
 		return nil, errAlgorithm
 	}
-	p.alg = a
 	if jwkRaw == "" {
 		return nil, errNoJWK
 	}
-	var e *Error
-	if p.key, e = readJWK(jwkRaw); e != nil {
+	k, e := readJWK(jwkRaw)
+	if e != nil {
 		return nil, e
 	}
-	if !p.key.fits(a) {
+	if !k.fits(a) {
 		return nil, errKeyAlgorithm
 	}
-
-	var cm [12]member
-	if members, err = parseObject(payload, cm[:0]); err != nil {
-		return nil, errPayloadJSON
-	}
-	var hasJTI, hasHTM, hasHTU, hasIat, hasATH bool
-	for _, m := range members {
-		var dst *string
-		switch m.name {
-		case "jti":
-			dst, hasJTI = &p.jti, true
-		case "htm":
-			dst, hasHTM = &p.htm, true
-		case "htu":
-			dst, hasHTU = &p.htu, true
-		case "ath":
-			dst, hasATH = &p.ath, true
-		case "nonce":
-			dst, p.hasNonce = &p.nonce, true
-		case "iat":
-			if kind(m.raw) != 'n' {
-				return nil, errClaims
-			}
-			f, err := strconv.ParseFloat(m.raw, 64)
-			if err != nil || math.Abs(f) > maxNumericDate {
-				return nil, errClaims
-			}
-			p.iat, hasIat = f, true
-			continue
-		default:
-			continue
-		}
-		if kind(m.raw) != 's' {
-			return nil, errClaims
-		}
-		*dst = unquote(m.raw)
-	}
-	if !hasJTI || p.jti == "" || len(p.jti) > MaxJTILength {
-		return nil, errJTI
-	}
-	if !hasHTM || !hasHTU || !hasIat || !hasATH {
-		return nil, errClaims
-	}
-	return p, nil
+	return &proofHeader{alg: a, jwk: k}, nil
 }
 
 // fits reports whether the JWK's type (and curve) is the one alg needs;

@@ -228,45 +228,67 @@ func TestAttacks(t *testing.T) {
 		{name: "invalid UTF-8", proof: edit(`"htm":"GET"`, "\"htm\":\"GET\",\"x\":\"\xff\""), want: badProof, why: errPayloadJSON},
 		{name: "too long", proof: es(claims("pad", strings.Repeat("p", MaxProofLength))), want: badProof, why: errTooLong},
 	}
+	// Each row runs on a new Verifier and on one whose header cache holds
+	// the headers the rows' proofs share, from proofs that passed: a
+	// cached header must not skip a check.
 	for _, r := range rows {
-		t.Run(r.name, func(t *testing.T) {
-			cfg := Config{}
-			if r.nonce {
-				cfg.RequireNonce, cfg.Nonces = true, cur
+		for _, warm := range []bool{false, true} {
+			name := r.name
+			if warm {
+				name += "/warm"
 			}
-			if r.algs != "" {
-				cfg.Algorithms = strings.Fields(r.algs)
-			}
-			v := newVerifier(t, cfg)
-			req := testRequest(jkt(t, k.ec256))
-			if r.req != nil {
-				r.req(&req)
-			}
-			proof := r.proof(t)
-			if r.twice {
-				if _, err := v.Verify(proof, req); err != nil {
-					t.Fatalf("first Verify: %v", err)
+			t.Run(name, func(t *testing.T) {
+				cfg := Config{}
+				if r.nonce {
+					cfg.RequireNonce, cfg.Nonces = true, cur
 				}
-			}
-			_, err := v.Verify(proof, req)
-			if got := outcome(err); got != r.want {
-				t.Fatalf("got %s (%v), want %s", got, err, r.want)
-			}
-			if r.why != nil && err != r.why {
-				t.Fatalf("refused with %q, want %q", err, r.why)
-			}
-			if e, ok := err.(*Error); ok {
-				if r.want == needNonce && e.Nonce != cur.Nonce() {
-					t.Fatalf("use_dpop_nonce with nonce %q, want the current %q", e.Nonce, cur.Nonce())
+				if r.algs != "" {
+					cfg.Algorithms = strings.Fields(r.algs)
 				}
-				if r.want != needNonce && e.Nonce != "" {
-					t.Fatalf("nonce %q with %s", e.Nonce, outcome(err))
+				v := newVerifier(t, cfg)
+				req := testRequest(jkt(t, k.ec256))
+				if warm {
+					for _, p := range []string{
+						joseProof(t, jose.ES256, k.ec256, claims("nonce", cur.Nonce())),
+						rawProof(t, "ES256", k.ec256, header("dpop+jwt", "ES256", ecJWK), mustJSON(claims("nonce", cur.Nonce()))),
+					} {
+						if _, err := v.Verify(p, req); err != nil {
+							t.Fatalf("warming up: %v", err)
+						}
+					}
+					if v.headers.len() != 2 {
+						t.Fatalf("%d headers cached", v.headers.len())
+					}
 				}
-				if e.Reason == "" || strings.ContainsAny(e.Reason, `"\`) {
-					t.Fatalf("reason %q unfit for error_description", e.Reason)
+				if r.req != nil {
+					r.req(&req)
 				}
-			}
-		})
+				proof := r.proof(t)
+				if r.twice {
+					if _, err := v.Verify(proof, req); err != nil {
+						t.Fatalf("first Verify: %v", err)
+					}
+				}
+				_, err := v.Verify(proof, req)
+				if got := outcome(err); got != r.want {
+					t.Fatalf("got %s (%v), want %s", got, err, r.want)
+				}
+				if r.why != nil && err != r.why {
+					t.Fatalf("refused with %q, want %q", err, r.why)
+				}
+				if e, ok := err.(*Error); ok {
+					if r.want == needNonce && e.Nonce != cur.Nonce() {
+						t.Fatalf("use_dpop_nonce with nonce %q, want the current %q", e.Nonce, cur.Nonce())
+					}
+					if r.want != needNonce && e.Nonce != "" {
+						t.Fatalf("nonce %q with %s", e.Nonce, outcome(err))
+					}
+					if e.Reason == "" || strings.ContainsAny(e.Reason, `"\`) {
+						t.Fatalf("reason %q unfit for error_description", e.Reason)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -84,3 +84,42 @@ func TestHTUAllocations(t *testing.T) {
 		t.Fatalf("%v allocations", allocs)
 	}
 }
+
+// FuzzHTU: htu matches only URLs the reference comparison (fuzz_test.go)
+// also finds equal, and the normal form is a fixed point: normalising it
+// again changes nothing, so equal forms are not an accident of one pass.
+func FuzzHTU(f *testing.F) {
+	f.Add("https://a.example/x", "https", "a.example", "/x")
+	f.Add("HTTPS://A.example:443/%7e/./b/../c%2f", "https", "a.example", "/~/c%2F?q")
+	f.Add("http://[::1]:80/a%20b", "http", "[::1]", "/a b")
+	f.Add("https://a.example/a|b#f", "https", "a.example:", "/a%7Cb")
+	v := newVerifier(f, Config{})
+	f.Fuzz(func(t *testing.T, htu, scheme, host, path string) {
+		req := Request{Scheme: scheme, Host: host, Path: path}
+		if v.urlMatches(htu, &req) && !refSameURL(htu, req) {
+			t.Fatalf("htu %q matches %s %s %q; the reference disagrees", htu, scheme, host, path)
+		}
+		s, a, p, ok := splitURI(htu)
+		if !ok {
+			return
+		}
+		once, ok1 := appendOrigin(nil, s, a)
+		if ok1 {
+			once, ok1 = appendPath(once, p)
+		}
+		if !ok1 {
+			return
+		}
+		s2, a2, p2, ok := splitURI(string(once))
+		if !ok {
+			t.Fatalf("normal form %q of %q does not split", once, htu)
+		}
+		twice, ok2 := appendOrigin(nil, s2, a2)
+		if ok2 {
+			twice, ok2 = appendPath(twice, p2)
+		}
+		if !ok2 || string(twice) != string(once) {
+			t.Fatalf("normal form of %q: %q, then %q", htu, once, twice)
+		}
+	})
+}
