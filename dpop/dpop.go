@@ -496,7 +496,8 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 		hl = strictB64.DecodedLen(len(h))
 	}
 	buf := make([]byte, hl+strictB64.DecodedLen(len(pl))+strictB64.DecodedLen(len(sg)))
-	hn, err := 0, error(nil)
+	var hn int
+	var err error
 	if !p.cached {
 		if hn, err = strictB64.Decode(buf, bytesOf(h)); err != nil {
 			return errSegments
