@@ -24,7 +24,7 @@ const (
 // privateMembers are the JWK members of private and symmetric keys (RFC 7518
 // §6.2.2, §6.3.2 and §6.4, RFC 8037 §2): a proof carrying one has leaked
 // its key, or is not a public-key proof at all.
-var privateMembers = [...]string{"d", "p", "q", "dp", "dq", "qi", "oth", "r", "t", "k"}
+var privateMembers = [...]string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
 // jwk holds the members of a proof's key that are read; values are
 // unescaped.

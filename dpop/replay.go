@@ -39,8 +39,8 @@ const DefaultReplayEntries = 1 << 17
 // hashing): an insert looks at both, and when both are full, moves an
 // entry to its other bucket to make room. The table has twice the slots
 // of the entries it is sized for. An expired slot is free; nothing sweeps.
-// Two jtis with one hash make the second look like a replay: harmless
-// (the client retries with a new proof), and with 64 bits unheard of.
+// Two jtis with one hash make the second look like a replay: one refused
+// request, never an accepted replay, and with 64 bits unheard of.
 type LocalReplayCache struct {
 	seed      maphash.Seed
 	now       func() time.Time
