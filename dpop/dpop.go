@@ -520,15 +520,15 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 	}
 	payload := unsafe.String(unsafe.SliceData(buf[hn:]), pn)
 
-	var cm [12]member
-	members, err := parseObject(payload, cm[:0])
+	var cm [12]verifier.JSONMember
+	members, err := verifier.ParseJSONObject(payload, cm[:0])
 	if err != nil {
 		return errPayloadJSON
 	}
 	var hasJTI, hasHTM, hasHTU, hasIat, hasATH bool
 	for _, m := range members {
 		var dst *string
-		switch m.name {
+		switch m.Name {
 		case "jti":
 			dst, hasJTI = &p.jti, true
 		case "htm":
@@ -540,10 +540,10 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 		case "nonce":
 			dst, p.hasNonce = &p.nonce, true
 		case "iat":
-			if kind(m.raw) != 'n' {
+			if verifier.JSONKind(m.Raw) != 'n' {
 				return errClaims
 			}
-			f, err := strconv.ParseFloat(m.raw, 64)
+			f, err := strconv.ParseFloat(m.Raw, 64)
 			if err != nil || math.Abs(f) > maxNumericDate {
 				return errClaims
 			}
@@ -552,10 +552,10 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 		default:
 			continue
 		}
-		if kind(m.raw) != 's' {
+		if verifier.JSONKind(m.Raw) != 's' {
 			return errClaims
 		}
-		*dst = unquote(m.raw)
+		*dst = verifier.JSONUnquote(m.Raw)
 	}
 	if !hasJTI || p.jti == "" || len(p.jti) > MaxJTILength {
 		return errJTI
@@ -570,28 +570,28 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 // against each other; the key itself is parsed later, just before the
 // signature.
 func (v *Verifier) readHeader(header string) (*proofHeader, *Error) {
-	var hm [8]member
-	members, err := parseObject(header, hm[:0])
+	var hm [8]verifier.JSONMember
+	members, err := verifier.ParseJSONObject(header, hm[:0])
 	if err != nil {
 		return nil, errHeaderJSON
 	}
 	var typ, alg, jwkRaw string
 	for _, m := range members {
-		switch m.name {
+		switch m.Name {
 		case "typ", "alg":
-			if kind(m.raw) != 's' {
+			if verifier.JSONKind(m.Raw) != 's' {
 				return nil, errHeaderJSON
 			}
-			if m.name == "typ" {
-				typ = unquote(m.raw)
+			if m.Name == "typ" {
+				typ = verifier.JSONUnquote(m.Raw)
 			} else {
-				alg = unquote(m.raw)
+				alg = verifier.JSONUnquote(m.Raw)
 			}
 		case "jwk":
-			if kind(m.raw) != 'o' {
+			if verifier.JSONKind(m.Raw) != 'o' {
 				return nil, errJWK
 			}
-			jwkRaw = m.raw
+			jwkRaw = m.Raw
 		case "crit":
 			// RFC 7515 §4.1.11: extensions not understood invalidate the
 			// JWS; none are understood here.

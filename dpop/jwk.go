@@ -38,19 +38,19 @@ var strictB64 = base64.RawURLEncoding.Strict()
 // readJWK reads the members of a jwk header parameter.
 func readJWK(raw string) (jwk, *Error) {
 	var k jwk
-	var space [12]member
-	members, err := parseObject(raw, space[:0])
+	var space [12]verifier.JSONMember
+	members, err := verifier.ParseJSONObject(raw, space[:0])
 	if err != nil {
 		return k, errJWK
 	}
 	for _, m := range members {
 		for _, p := range privateMembers {
-			if m.name == p {
+			if m.Name == p {
 				return k, errPrivateKey
 			}
 		}
 		var dst *string
-		switch m.name {
+		switch m.Name {
 		case "kty":
 			dst = &k.kty
 		case "crv":
@@ -68,10 +68,10 @@ func readJWK(raw string) (jwk, *Error) {
 		default:
 			continue
 		}
-		if kind(m.raw) != 's' {
+		if verifier.JSONKind(m.Raw) != 's' {
 			return k, errJWK
 		}
-		*dst = unquote(m.raw)
+		*dst = verifier.JSONUnquote(m.Raw)
 	}
 	return k, nil
 }
@@ -242,15 +242,15 @@ func needsEscape(s string) bool {
 // base64url, as a DPoP-bound token's cnf.jkt holds it. RSA, EC and OKP keys
 // are supported; members other than the required ones are ignored.
 func Thumbprint(jwkJSON string) (string, error) {
-	var space [16]member
-	members, err := parseObject(jwkJSON, space[:0])
+	var space [16]verifier.JSONMember
+	members, err := verifier.ParseJSONObject(jwkJSON, space[:0])
 	if err != nil {
 		return "", errors.New("JWK is not a JSON object: " + err.Error())
 	}
 	var k jwk
 	for _, m := range members {
 		var dst *string
-		switch m.name {
+		switch m.Name {
 		case "kty":
 			dst = &k.kty
 		case "crv":
@@ -266,10 +266,10 @@ func Thumbprint(jwkJSON string) (string, error) {
 		default:
 			continue
 		}
-		if kind(m.raw) != 's' {
-			return "", errors.New("JWK member " + m.name + " is not a string")
+		if verifier.JSONKind(m.Raw) != 's' {
+			return "", errors.New("JWK member " + m.Name + " is not a string")
 		}
-		*dst = unquote(m.raw)
+		*dst = verifier.JSONUnquote(m.Raw)
 	}
 	if k.kty != "EC" && k.kty != "RSA" && k.kty != "OKP" {
 		return "", errors.New("JWK kty is not RSA, EC or OKP")

@@ -4,6 +4,8 @@ import (
 	"crypto"
 	"strings"
 	"testing"
+
+	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
 
 // rfc7638Key is the JWK of RFC 7638 §3.1, as the RFC prints it.
@@ -30,13 +32,13 @@ func TestThumbprintRFC7638(t *testing.T) {
 
 // jsonMember reads a string member of a JSON object (test helper).
 func jsonMember(t *testing.T, obj, name string) string {
-	members, err := parseObject(obj, nil)
+	members, err := verifier.ParseJSONObject(obj, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range members {
-		if m.name == name {
-			return unquote(m.raw)
+		if m.Name == name {
+			return verifier.JSONUnquote(m.Raw)
 		}
 	}
 	t.Fatalf("no member %s", name)
