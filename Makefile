@@ -33,7 +33,7 @@ unit:
 
 # The packages with shared state, again under the race detector.
 race:
-	$(GO) test -count=1 -race -timeout 20m -short ./verifier/ ./revocation/ ./jwks/ ./detect/ ./audit/ .
+	$(GO) test -count=1 -race -timeout 20m -short ./verifier/ ./revocation/ ./jwks/ ./detect/ ./audit/ ./dpop/ .
 
 # Each fuzz target briefly: go test runs one target per invocation. Minimizing
 # a new input may otherwise take a minute, all of FUZZTIME.
@@ -41,7 +41,10 @@ FUZZ = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 fuzz:
 	$(FUZZ) -fuzz '^FuzzParse$$' ./verifier/
 	$(FUZZ) -fuzz '^FuzzJSON$$' ./verifier/
+	$(FUZZ) -fuzz '^FuzzCookie$$' ./verifier/
 	$(FUZZ) -fuzz '^FuzzCaddyfile$$' .
+	$(FUZZ) -fuzz '^FuzzVerify$$' ./dpop/
+	$(FUZZ) -fuzz '^FuzzHTU$$' ./dpop/
 
 # The end-to-end benchmark against bare Caddy (bench/run.sh; installs wrk if
 # missing): cached and distinct tokens per key type, and hs256-detect (the
