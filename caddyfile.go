@@ -65,6 +65,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_tracked <n>
 //			webhook <url>
 //		}
+//		dpop [required] {
+//			algorithms <alg...>
+//			max_age <duration>
+//			leeway <duration>
+//			nonce
+//			origin <scheme://host[:port]>
+//		}
+//		mtls [required] {
+//			header <field>
+//		}
 //	}
 //
 // from, secret, public_key, jwks, oidc and claim_header may be repeated;
@@ -93,6 +103,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Detect = det
+			continue
+		}
+		if sub == "dpop" {
+			c, err := unmarshalDPoP(d)
+			if err != nil {
+				return err
+			}
+			h.DPoP = c
+			continue
+		}
+		if sub == "mtls" {
+			m, err := unmarshalMTLS(d)
+			if err != nil {
+				return err
+			}
+			h.MTLS = m
 			continue
 		}
 		args := d.RemainingArgs()

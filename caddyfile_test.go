@@ -182,6 +182,8 @@ func FuzzCaddyfile(f *testing.F) {
 		"jwtguard {\n secret {env.X}\n require a b\n token_type at+jwt\n max_lifetime 1h\n}",
 		"jwtguard {\n secret {env.X}\n detect {\n  rate 60 1m reject\n  networks 3 10m revoke\n  agent\n  trust 10.0.0.0/8 ::1\n }\n}",
 		"jwtguard {\n secret {env.X}\n detect {\n  surge 10 1m min 20 warmup 3 revoke_subject\n  travel 900 log\n  geoip /g.mmdb\n  network_prefix 24 56\n  max_tracked 10\n  webhook http://127.0.0.1:1/x\n  binding reject\n }\n}",
+		"jwtguard {\n secret {env.X}\n dpop\n mtls\n}",
+		"jwtguard {\n secret {env.X}\n dpop required {\n  algorithms ES256 EdDSA\n  max_age 30s\n  leeway 0s\n  nonce\n  origin https://api.example:8443\n }\n mtls required {\n  header Client-Cert\n }\n}",
 	} {
 		f.Add(seed)
 	}
@@ -215,6 +217,17 @@ func FuzzCaddyfile(f *testing.F) {
 			}
 			if _, err := d.config(geo); err != nil {
 				t.Fatalf("accepted a detect block the detector refuses: %v", err)
+			}
+		}
+		// So must dpop and mtls blocks.
+		if back.DPoP != nil {
+			if err := back.DPoP.check(); err != nil {
+				t.Fatalf("accepted a dpop block dpop.New refuses: %v", err)
+			}
+		}
+		if back.MTLS != nil {
+			if err := back.MTLS.check(); err != nil {
+				t.Fatalf("accepted an mtls block that does not check: %v", err)
 			}
 		}
 	})

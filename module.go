@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/jwtguard/caddy-jwtguard/detect"
+	"github.com/jwtguard/caddy-jwtguard/dpop"
 	"github.com/jwtguard/caddy-jwtguard/jwks"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
@@ -42,12 +43,19 @@ func init() {
 // `{http.auth.user.<claim>}` | each top-level claim present in the token
 // `{http.auth.jwt.token_id}` | the token id: `<iss>#<jti>`, or `sha256:<hash>` of the signing input
 // `{http.auth.jwt.error}` | on failure, the error code (`missing`, `malformed`, `expired`, ...)
+// `{http.auth.jwt.binding}` | how the token is sender-constrained: `dpop`, `mtls`, or empty for a bearer token
+// `{http.auth.jwt.jkt}` | the `cnf.jkt` of a DPoP-bound token
 //
 // A request without a token gets 401 with `WWW-Authenticate: Bearer
 // realm="jwtguard"`; an invalid token gets 401 with an RFC 6750
 // `error="invalid_token"`; keys that have never loaded, or a revocation
 // list that cannot answer, get 503 with Retry-After. Failures are returned
 // as handler errors, so `handle_errors` can act on them.
+//
+// A token bound to a key (`cnf.jkt`, DPoP) or a client certificate
+// (`cnf["x5t#S256"]`, mTLS) is accepted only with its proof of
+// possession, and only where `dpop` or `mtls` is configured; on a route
+// with `dpop`, failures also carry the DPoP challenge of RFC 9449.
 //
 // Every header named in claim_headers, and its spellings with `_` or `.`
 // in place of `-`, is removed from every request before anything else, so
@@ -120,6 +128,14 @@ type Handler struct {
 	// token, usage records and events. Default: off.
 	Detect *Detect `json:"detect,omitempty"`
 
+	// DPoP-bound tokens (RFC 9449): accepted with a valid proof under the
+	// DPoP scheme. Default: refused, as any bound token.
+	DPoP *DPoP `json:"dpop,omitempty"`
+
+	// Certificate-bound tokens (RFC 8705): accepted from the client whose
+	// certificate they name. Default: refused, as any bound token.
+	MTLS *MTLS `json:"mtls,omitempty"`
+
 	verifier *verifier.Verifier
 	keySets  []*jwks.Set // started by Provision, stopped with its context
 	app      *App        // nil with revocation off and no detect
@@ -129,6 +145,11 @@ type Handler struct {
 	sources  []verifier.Source
 	headers  []string // canonical names of the claim headers
 	logger   *zap.Logger
+
+	proofs      *dpop.Verifier // nil without dpop
+	dpopMissing string         // the DPoP challenge without an error
+	certHeader  string         // canonical mtls header, "" for the TLS connection's
+	checkBound  bool           // the handler, not the verifier, refuses bound tokens
 }
 
 // ClaimHeader writes a claim into a request header.
@@ -155,6 +176,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	if err := h.provisionBinding(); err != nil {
+		return err
+	}
 	var err error
 	if h.verifier, err = h.newVerifier(); err != nil {
 		return err
@@ -172,6 +196,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.sources = h.From
 	if len(h.sources) == 0 {
 		h.sources = verifier.DefaultSources
+	}
+	if h.proofs != nil {
+		h.sources = dpopSources(h.sources)
 	}
 	for _, ch := range h.ClaimHeaders {
 		h.headers = append(h.headers, http.CanonicalHeaderKey(ch.Header))
@@ -206,6 +233,7 @@ func (h *Handler) verifierConfig() (verifier.Config, error) {
 		MaxLifetime: time.Duration(h.MaxLifetime),
 		Require:     h.Require,
 		TokenTypes:  h.TokenTypes,
+		AllowBound:  h.checkBound,
 	}
 	repl := caddy.NewReplacer()
 	for i, s := range h.Secrets {
@@ -379,6 +407,9 @@ func checkClaimHeader(name string) error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	h.dropForgedHeaders(r)
+	if h.certHeader != "" {
+		h.dropUntrustedCert(r)
+	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 
 	raw, from, repeated, found := verifier.Extract(r, h.sources)
@@ -395,6 +426,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	tok, err := h.verifier.Verify(raw)
 	if err != nil {
 		return h.reject(w, repl, raw, err.(*verifier.Error))
+	}
+	if h.checkBound {
+		if e, dp := h.checkBinding(w, r, raw, from, tok); e != nil {
+			return h.refuse(w, repl, raw, e, dp)
+		}
 	}
 	if e := h.checkRevoked(tok); e != nil {
 		return h.reject(w, repl, raw, e)
@@ -417,6 +453,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if h.StripToken {
 		h.sources[from].Strip(r)
+		if h.proofs != nil {
+			delete(r.Header, "Dpop")
+		}
 	}
 	setPlaceholders(repl, tok)
 	countResult(resultOK)
@@ -631,6 +670,10 @@ func setPlaceholders(repl *caddy.Replacer, tok *verifier.Token) {
 		switch {
 		case name == "jwt.token_id":
 			return tok.ID, true
+		case name == "jwt.binding":
+			return bindingPlaceholder(tok), true
+		case name == "jwt.jkt":
+			return tok.JKT, tok.JKT != ""
 		case name == "user.id":
 			return tok.Subject, tok.Subject != ""
 		case strings.HasPrefix(name, "user."):
@@ -651,6 +694,12 @@ func challenge(e *verifier.Error) string {
 // reject answers a failed request: 401 for a bad or missing token, 503
 // when the server cannot tell (keys not loaded, revocation list down).
 func (h *Handler) reject(w http.ResponseWriter, repl *caddy.Replacer, raw string, e *verifier.Error) error {
+	return h.refuse(w, repl, raw, e, nil)
+}
+
+// refuse is reject with the dpop package's refusal, when it made one, for
+// the DPoP challenge it asks for.
+func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, raw string, e *verifier.Error, dp *dpop.Error) error {
 	countResult(string(e.Code))
 	repl.Set("http.auth.jwt.error", string(e.Code))
 	if c := h.logger.Check(zapcore.DebugLevel, "token rejected"); c != nil {
@@ -668,7 +717,11 @@ func (h *Handler) reject(w http.ResponseWriter, repl *caddy.Replacer, raw string
 		status = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "5")
 	default:
-		w.Header().Set("WWW-Authenticate", challenge(e))
+		if h.proofs != nil {
+			h.dpopChallenges(w, e, dp)
+		} else {
+			w.Header().Set("WWW-Authenticate", challenge(e))
+		}
 	}
 	return caddyhttp.Error(status, e)
 }

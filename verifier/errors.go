@@ -6,19 +6,22 @@ type Code string
 
 // Error codes, in the order of precedence used when several rules fail.
 const (
-	CodeMissing          Code = "missing"
-	CodeMalformed        Code = "malformed"
-	CodeAlgorithm        Code = "algorithm"
-	CodeKeysUnavailable  Code = "keys_unavailable"
-	CodeSignature        Code = "signature"
-	CodeType             Code = "type"
-	CodeClaims           Code = "claims"
-	CodeExpired          Code = "expired"
-	CodeNotYetValid      Code = "not_yet_valid"
-	CodeIssuer           Code = "issuer"
-	CodeAudience         Code = "audience"
-	CodeLifetime         Code = "lifetime"
-	CodeBinding          Code = "binding"
+	CodeMissing         Code = "missing"
+	CodeMalformed       Code = "malformed"
+	CodeAlgorithm       Code = "algorithm"
+	CodeKeysUnavailable Code = "keys_unavailable"
+	CodeSignature       Code = "signature"
+	CodeType            Code = "type"
+	CodeClaims          Code = "claims"
+	CodeExpired         Code = "expired"
+	CodeNotYetValid     Code = "not_yet_valid"
+	CodeIssuer          Code = "issuer"
+	CodeAudience        Code = "audience"
+	CodeLifetime        Code = "lifetime"
+	CodeBinding         Code = "binding"
+	// CodeDPoP is the handler's: a DPoP proof missing, invalid, replayed,
+	// too old, for another URL or method, or without a required nonce.
+	CodeDPoP             Code = "dpop"
 	CodeRevoked          Code = "revoked"
 	CodeStoreUnavailable Code = "store_unavailable"
 	// CodeSuspicious is the handler's: a detection rule with the reject
@@ -29,7 +32,7 @@ const (
 // Codes lists every code, for pre-creating metric series.
 var Codes = []Code{CodeMissing, CodeMalformed, CodeAlgorithm, CodeKeysUnavailable,
 	CodeSignature, CodeType, CodeClaims, CodeExpired, CodeNotYetValid, CodeIssuer,
-	CodeAudience, CodeLifetime, CodeBinding, CodeRevoked, CodeStoreUnavailable, CodeSuspicious}
+	CodeAudience, CodeLifetime, CodeBinding, CodeDPoP, CodeRevoked, CodeStoreUnavailable, CodeSuspicious}
 
 // Error is a token that failed verification. Reason is short, fixed text
 // safe to put in an RFC 6750 error_description; it never holds token data.

@@ -24,7 +24,14 @@ type Source struct {
 	// precede the token ("Bearer"), compared case-insensitively. Empty
 	// means the whole field value is the token.
 	Scheme string `json:"scheme,omitempty"`
+	// DPoP, for a header source with a Scheme, also accepts the DPoP
+	// scheme (RFC 9449 §7.1). A handler with dpop sets it; it is not
+	// configuration.
+	DPoP bool `json:"-"`
 }
+
+// dpopScheme is the scheme of a DPoP-bound token (RFC 9449 §7.1).
+const dpopScheme = "DPoP"
 
 // DefaultSources is where tokens are looked for when none are configured.
 var DefaultSources = []Source{{Kind: FromHeader, Name: "Authorization", Scheme: "Bearer"}}
@@ -72,13 +79,40 @@ func (s *Source) Extract(r *http.Request) (token string, count int) {
 
 func (s *Source) fromHeader(v string) string {
 	if s.Scheme != "" {
-		n := len(s.Scheme)
-		if len(v) <= n || !strings.EqualFold(v[:n], s.Scheme) || (v[n] != ' ' && v[n] != '\t') {
+		rest, ok := cutScheme(v, s.Scheme)
+		if !ok && s.DPoP {
+			rest, ok = cutScheme(v, dpopScheme)
+		}
+		if !ok {
 			return ""
 		}
-		v = v[n:]
+		v = rest
 	}
 	return strings.Trim(v, " \t")
+}
+
+// cutScheme returns what follows scheme and white space in v.
+func cutScheme(v, scheme string) (string, bool) {
+	n := len(scheme)
+	if len(v) <= n || !strings.EqualFold(v[:n], scheme) || (v[n] != ' ' && v[n] != '\t') {
+		return "", false
+	}
+	return v[n:], true
+}
+
+// UsesDPoP reports whether the token this header source found in r came
+// under the DPoP scheme rather than its own.
+func (s *Source) UsesDPoP(r *http.Request) bool {
+	if !s.DPoP || s.Kind != FromHeader {
+		return false
+	}
+	vals := r.Header.Values(s.Name)
+	if len(vals) == 0 {
+		return false
+	}
+	_, own := cutScheme(vals[0], s.Scheme)
+	_, dpop := cutScheme(vals[0], dpopScheme)
+	return dpop && !own
 }
 
 // cookieValues counts the cookies called name in one Cookie header line,

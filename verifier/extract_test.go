@@ -194,3 +194,37 @@ func FuzzCookie(f *testing.F) {
 		}
 	})
 }
+
+// TestExtractDPoPScheme: a source with DPoP set takes a token under either
+// scheme and tells which one it was; without it DPoP is another scheme.
+func TestExtractDPoPScheme(t *testing.T) {
+	plain := Source{Kind: FromHeader, Name: "Authorization", Scheme: "Bearer"}
+	both := plain
+	both.DPoP = true
+	cases := []struct {
+		value    string
+		src      Source
+		token    string
+		usesDPoP bool
+	}{
+		{"Bearer abc", plain, "abc", false},
+		{"DPoP abc", plain, "", false},
+		{"Bearer abc", both, "abc", false},
+		{"DPoP abc", both, "abc", true},
+		{"dpop\tabc", both, "abc", true},
+		{"DPoP", both, "", false},
+		{"DPoP ", both, "", true},
+		{"DPoPabc", both, "", false},
+		{"Basic abc", both, "", false},
+	}
+	for _, c := range cases {
+		r := &http.Request{Header: http.Header{"Authorization": {c.value}}, URL: &url.URL{}}
+		tok, n := c.src.Extract(r)
+		if tok != c.token || n != 1 {
+			t.Errorf("%q (DPoP %v): got %q x%d, want %q", c.value, c.src.DPoP, tok, n, c.token)
+		}
+		if got := c.src.UsesDPoP(r); got != c.usesDPoP {
+			t.Errorf("%q (DPoP %v): UsesDPoP %v, want %v", c.value, c.src.DPoP, got, c.usesDPoP)
+		}
+	}
+}
