@@ -1,11 +1,30 @@
 package jwtguard
 
 import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
 const cfSecret = "secret 0123456789abcdef0123456789abcdef"
@@ -92,6 +111,320 @@ func TestCaddyfileSenderConstrainedErrors(t *testing.T) {
 		m := lineRe.FindStringSubmatch(err.Error())
 		if m == nil || m[1] != strconv.Itoa(c.line) {
 			t.Errorf("%q: error does not name line %d: %v", c.input, c.line, err)
+		}
+	}
+}
+
+// Proofs here are signed by go-jose, an implementation independent of
+// the dpop package.
+
+// dpopKey is a client's proof key and its RFC 7638 thumbprint.
+type dpopKey struct {
+	priv *ecdsa.PrivateKey
+	jkt  string
+}
+
+func newDPoPKey(t testing.TB) dpopKey {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := (&jose.JSONWebKey{Key: priv.Public()}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dpopKey{priv, base64.RawURLEncoding.EncodeToString(sum)}
+}
+
+var proofCounter atomic.Int64
+
+// proof signs a DPoP proof for method and htu, bound to token by ath;
+// extra claims are added or, with a nil value, removed.
+func (k dpopKey) proof(t testing.TB, method, htu, token string, extra ...any) string {
+	t.Helper()
+	ath := sha256.Sum256([]byte(token))
+	c := map[string]any{
+		"jti": "handler-proof-" + strconv.FormatInt(proofCounter.Add(1), 10) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		"htm": method, "htu": htu, "iat": time.Now().Unix(),
+		"ath": base64.RawURLEncoding.EncodeToString(ath[:]),
+	}
+	for i := 0; i < len(extra); i += 2 {
+		if extra[i+1] == nil {
+			delete(c, extra[i].(string))
+		} else {
+			c[extra[i].(string)] = extra[i+1]
+		}
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv},
+		(&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(c)
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const apiURL = "https://api.example.com/orders/42"
+
+// dpopRequest is a GET of apiURL over TLS with the given Authorization
+// and DPoP headers ("" leaves a header out).
+func dpopRequest(auth string, proofs ...string) *http.Request {
+	r := httptest.NewRequest("GET", apiURL, nil) // https: r.TLS is set
+	if auth != "" {
+		r.Header.Set("Authorization", auth)
+	}
+	for _, p := range proofs {
+		r.Header.Add("DPoP", p)
+	}
+	return r
+}
+
+// wwwAuthenticate is the challenges of a response, one per line.
+func wwwAuthenticate(w *httptest.ResponseRecorder) []string {
+	return w.Header().Values("WWW-Authenticate")
+}
+
+const (
+	dpopAlgs      = `DPoP algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"`
+	bearerMissing = `Bearer realm="jwtguard"`
+)
+
+// TestDPoPAttacks: one row per check the handler owns, each with the code
+// and the challenges it answers with. The proof checks themselves are the
+// dpop package's tests; here it is what reaches them and what comes back.
+func TestDPoPAttacks(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop\n}")
+	hReq := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop required\n}")
+	hNone := newHandler(t, "jwtguard {\n secret "+testSecret+"\n}")
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
+	unbound := sign(t, jwt.MapClaims{"sub": "bob"})
+	expired := sign(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix(), "cnf": map[string]any{"jkt": alice.jkt}})
+	certBound := sign(t, jwt.MapClaims{"sub": "carol", "cnf": map[string]any{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}})
+	reused := alice.proof(t, "GET", apiURL, bound)
+	if _, _, _, err := serve(h, dpopRequest("DPoP "+bound, reused)); err != nil {
+		t.Fatalf("first use of the proof to replay: %v", err)
+	}
+
+	invalidToken := func(reason string) []string {
+		return []string{dpopAlgs + `, error="invalid_token", error_description="` + reason + `"`,
+			`Bearer realm="jwtguard", error="invalid_token", error_description="` + reason + `"`}
+	}
+	invalidProof := func(reason string) []string {
+		return []string{dpopAlgs + `, error="invalid_dpop_proof", error_description="` + reason + `"`, bearerMissing}
+	}
+	cases := []struct {
+		name       string
+		h          *Handler
+		req        *http.Request
+		code       string // "" passes
+		challenges []string
+	}{
+		{"valid proof", h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)), "", nil},
+		{"scheme in another case", h, dpopRequest("dpop "+bound, alice.proof(t, "GET", apiURL, bound)), "", nil},
+		{"query and default port do not matter", h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", "https://API.example.com:443/orders/42?x=1", bound)), "", nil},
+		{"unbound token as bearer", h, dpopRequest("Bearer " + unbound), "", nil},
+		{"bound token as bearer", h, dpopRequest("Bearer "+bound, alice.proof(t, "GET", apiURL, bound)), "binding",
+			invalidToken("DPoP-bound token sent without the DPoP scheme")},
+		{"unbound token as DPoP", h, dpopRequest("DPoP "+unbound, alice.proof(t, "GET", apiURL, unbound)), "binding",
+			invalidToken("token is not bound to a DPoP key")},
+		{"certificate-bound token without mtls", h, dpopRequest("Bearer " + certBound), "binding",
+			invalidToken("token is bound to a client certificate")},
+		{"two DPoP headers", h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound), alice.proof(t, "GET", apiURL, bound)), "dpop",
+			invalidProof("more than one DPoP header")},
+		{"missing proof", h, dpopRequest("DPoP " + bound), "dpop", invalidProof("missing DPoP proof")},
+		{"proof for another URL", h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", "https://api.example.com/orders/43", bound)), "dpop",
+			invalidProof("DPoP proof htu does not match the request URL")},
+		{"proof for plain http", h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", "http://api.example.com/orders/42", bound)), "dpop",
+			invalidProof("DPoP proof htu does not match the request URL")},
+		{"proof for another method", h, dpopRequest("DPoP "+bound, alice.proof(t, "POST", apiURL, bound)), "dpop",
+			invalidProof("DPoP proof htm does not match the request method")},
+		{"proof for another token", h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, unbound)), "dpop",
+			invalidProof("DPoP proof ath does not match the access token")},
+		{"replayed proof", h, dpopRequest("DPoP "+bound, reused), "dpop", invalidProof("DPoP proof replayed")},
+		{"old proof", h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound, "iat", time.Now().Add(-2*time.Minute).Unix())), "dpop",
+			invalidProof("DPoP proof too old")},
+		{"proof by the thief's key", h, dpopRequest("DPoP "+bound, mallory.proof(t, "GET", apiURL, bound)), "binding",
+			invalidToken("DPoP proof key is not the key the token is bound to")},
+		{"expired token, valid proof: verification first", h, dpopRequest("DPoP "+expired, alice.proof(t, "GET", apiURL, expired)), "expired",
+			invalidToken("token expired")},
+		{"missing token", h, dpopRequest(""), "missing", []string{dpopAlgs, bearerMissing}},
+		{"required: valid proof", hReq, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)), "", nil},
+		{"required: unbound token", hReq, dpopRequest("Bearer " + unbound), "binding",
+			[]string{dpopAlgs + `, error="invalid_token", error_description="token is not sender-constrained"`}},
+		{"required: missing token", hReq, dpopRequest(""), "missing", []string{dpopAlgs}},
+		{"required: missing proof", hReq, dpopRequest("DPoP " + bound), "dpop",
+			[]string{dpopAlgs + `, error="invalid_dpop_proof", error_description="missing DPoP proof"`}},
+		{"without dpop: DPoP scheme is no token", hNone, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)), "missing", []string{bearerMissing}},
+		{"without dpop: bound token as bearer", hNone, dpopRequest("Bearer " + bound), "binding",
+			[]string{`Bearer realm="jwtguard", error="invalid_token", error_description="token is bound to a key or certificate"`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w, up, repl, err := serve(c.h, c.req)
+			if c.code == "" {
+				if err != nil || !up.called {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || up.called {
+				t.Fatalf("passed, want %s", c.code)
+			}
+			if got, _ := repl.GetString("http.auth.jwt.error"); got != c.code {
+				t.Errorf("code %q, want %q (%v)", got, c.code, err)
+			}
+			if status(err) != http.StatusUnauthorized {
+				t.Errorf("status %d, want 401", status(err))
+			}
+			if got := wwwAuthenticate(w); !slices.Equal(got, c.challenges) {
+				t.Errorf("challenges:\n got  %q\n want %q", got, c.challenges)
+			}
+		})
+	}
+}
+
+// TestDPoPPassesOn: what a request with a valid proof takes upstream.
+func TestDPoPPassesOn(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop\n strip_token\n}")
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
+	_, up, repl, err := serve(h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)))
+	if err != nil || !up.called {
+		t.Fatalf("refused: %v", err)
+	}
+	for key, want := range map[string]string{"http.auth.jwt.binding": "dpop", "http.auth.jwt.jkt": alice.jkt, "http.auth.user.id": "alice"} {
+		if got, _ := repl.GetString(key); got != want {
+			t.Errorf("{%s} = %q, want %q", key, got, want)
+		}
+	}
+	for _, name := range []string{"Authorization", "Dpop"} {
+		if v, ok := up.req.Header[name]; ok {
+			t.Errorf("strip_token left %s: %q", name, v)
+		}
+	}
+
+	unbound := sign(t, jwt.MapClaims{"sub": "bob"})
+	_, up, repl, err = serve(h, dpopRequest("Bearer "+unbound))
+	if err != nil || !up.called {
+		t.Fatalf("unbound bearer token refused: %v", err)
+	}
+	if v, ok := repl.Get("http.auth.jwt.binding"); !ok || v != "" {
+		t.Errorf("{http.auth.jwt.binding} of a bearer token = %q, %v; want empty", v, ok)
+	}
+	if v, ok := repl.Get("http.auth.jwt.jkt"); ok {
+		t.Errorf("{http.auth.jwt.jkt} of a bearer token = %q", v)
+	}
+}
+
+// TestDPoPOriginalURL: htu is the URL the client sent, before a rewrite,
+// which Caddy keeps in the request context.
+func TestDPoPOriginalURL(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop\n}")
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
+	rewritten := func(proof string) *http.Request {
+		r := dpopRequest("DPoP "+bound, proof)
+		orig := *r
+		u := *r.URL
+		orig.URL = &u
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.OriginalRequestCtxKey, orig))
+		r.URL.Path = "/internal/orders"
+		return r
+	}
+	if _, up, _, err := serve(h, rewritten(alice.proof(t, "GET", apiURL, bound))); err != nil || !up.called {
+		t.Fatalf("proof for the URL the client sent refused after a rewrite: %v", err)
+	}
+	if _, _, repl, err := serve(h, rewritten(alice.proof(t, "GET", "https://api.example.com/internal/orders", bound))); err == nil {
+		t.Fatal("proof for the rewritten URL accepted")
+	} else if got, _ := repl.GetString("http.auth.jwt.error"); got != "dpop" {
+		t.Fatalf("proof for the rewritten URL: %q", got)
+	}
+}
+
+// TestDPoPOrigin: with origin, htu is origin + path whatever the request's
+// own scheme and Host (TLS ended by a proxy in front).
+func TestDPoPOrigin(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop {\n  origin https://api.example.com\n }\n}")
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
+	r := httptest.NewRequest("GET", "http://10.0.0.7:8080/orders/42", nil)
+	r.Header.Set("Authorization", "DPoP "+bound)
+	r.Header.Set("DPoP", alice.proof(t, "GET", apiURL, bound))
+	if _, up, _, err := serve(h, r); err != nil || !up.called {
+		t.Fatalf("proof for the origin refused: %v", err)
+	}
+}
+
+// TestDPoPNonce: a proof without the server's nonce is answered with
+// use_dpop_nonce and a DPoP-Nonce, and the retry with it passes.
+func TestDPoPNonce(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop {\n  nonce\n }\n}")
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
+	w, _, repl, err := serve(h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)))
+	if err == nil {
+		t.Fatal("proof without a nonce accepted")
+	}
+	if got, _ := repl.GetString("http.auth.jwt.error"); got != "dpop" {
+		t.Errorf("code %q, want dpop", got)
+	}
+	nonce := w.Header().Get("DPoP-Nonce")
+	if nonce == "" {
+		t.Fatal("no DPoP-Nonce with use_dpop_nonce")
+	}
+	if got := wwwAuthenticate(w); len(got) != 2 || !strings.HasPrefix(got[0], dpopAlgs+`, error="use_dpop_nonce"`) || got[1] != bearerMissing {
+		t.Errorf("challenges: %q", got)
+	}
+	w, _, repl, err = serve(h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound, "nonce", "not-"+nonce)))
+	if err == nil {
+		t.Fatal("proof with a made-up nonce accepted")
+	}
+	if w.Header().Get("DPoP-Nonce") == "" {
+		t.Error("no DPoP-Nonce after a bad nonce")
+	}
+	if _, up, _, err := serve(h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound, "nonce", nonce))); err != nil || !up.called {
+		t.Fatalf("proof with the server's nonce refused: %v", err)
+	}
+	// A missing token gets no nonce to spend.
+	_ = repl
+}
+
+// TestDPoPPrecedence: binding and dpop come after verification and before
+// revocation.
+func TestDPoPPrecedence(t *testing.T) {
+	store, err := revocation.Open(t.TempDir(), revocation.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop\n}", store)
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "revoked-bound", "cnf": map[string]any{"jkt": alice.jkt}})
+	if _, _, err := store.Add(revocation.Entry{JTI: "revoked-bound", Issuer: "https://idp"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		req  *http.Request
+		code string
+	}{
+		{"revoked, as bearer", dpopRequest("Bearer " + bound), "binding"},
+		{"revoked, no proof", dpopRequest("DPoP " + bound), "dpop"},
+		{"revoked, valid proof", dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)), "revoked"},
+	} {
+		_, _, repl, err := serve(h, c.req)
+		if got, _ := repl.GetString("http.auth.jwt.error"); err == nil || got != c.code {
+			t.Errorf("%s: code %q, want %q (%v)", c.name, got, c.code, err)
 		}
 	}
 }
