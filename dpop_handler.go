@@ -198,7 +198,11 @@ func (h *Handler) checkBinding(w http.ResponseWriter, r *http.Request, raw strin
 		return errUnbound, nil
 	}
 	if e != nil {
-		h.observeBinding(r, tok)
+		if tok.Bound {
+			// An unbound token under DPoP is a confused client, not a
+			// copied token.
+			h.observeBinding(r, tok)
+		}
 		return e, nil
 	}
 	if tok.JKT == "" {

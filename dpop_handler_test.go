@@ -21,9 +21,11 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/jwtguard/caddy-jwtguard/audit"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
@@ -426,5 +428,90 @@ func TestDPoPPrecedence(t *testing.T) {
 		if got, _ := repl.GetString("http.auth.jwt.error"); err == nil || got != c.code {
 			t.Errorf("%s: code %q, want %q (%v)", c.name, got, c.code, err)
 		}
+	}
+}
+
+// TestDetectBinding: detect's binding rule sees a valid bound token
+// presented without its proof (as a bearer token, with no proof, with a
+// proof by another key), records the event and acts; the request itself
+// is refused with binding or dpop, which come before what the action
+// does, and the revocation it stores refuses the owner's next request.
+func TestDetectBinding(t *testing.T) {
+	cases := []struct {
+		name, block string
+		req         func(tok string, alice, mallory dpopKey) *http.Request
+		code        string
+	}{
+		{"bound token as bearer", "dpop\n detect {\n  binding revoke\n }",
+			func(tok string, _, _ dpopKey) *http.Request { return dpopRequest("Bearer " + tok) }, "binding"},
+		{"no proof", "dpop\n detect {\n  binding revoke\n }",
+			func(tok string, _, _ dpopKey) *http.Request { return dpopRequest("DPoP " + tok) }, "dpop"},
+		{"the thief's proof", "dpop\n detect {\n  binding revoke\n }",
+			func(tok string, _, m dpopKey) *http.Request {
+				return dpopRequest("DPoP "+tok, m.proof(t, "GET", apiURL, tok))
+			}, "binding"},
+		{"route without dpop", "detect {\n  binding revoke\n }",
+			func(tok string, _, _ dpopKey) *http.Request { return dpopRequest("Bearer " + tok) }, "binding"},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			store, err := revocation.Open(t.TempDir(), revocation.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { store.Close() })
+			h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n "+c.block+"\n}", store)
+			log := withAudit(t, h, store)
+			alice, mallory := newDPoPKey(t), newDPoPKey(t)
+			jti := "binding-" + strconv.Itoa(i)
+			tok := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": jti, "cnf": map[string]any{"jkt": alice.jkt}})
+			fired := metrics.detections.WithLabelValues("binding", "revoke")
+			before := testutil.ToFloat64(fired)
+
+			_, up, repl, err := serve(h, c.req(tok, alice, mallory))
+			if got, _ := repl.GetString("http.auth.jwt.error"); err == nil || up.called || got != c.code {
+				t.Fatalf("code %q, want %s (%v)", got, c.code, err)
+			}
+			if n := testutil.ToFloat64(fired) - before; n != 1 {
+				t.Errorf("detections_total{binding,revoke} grew by %v, want 1", n)
+			}
+			if err := log.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			evs, _, err := log.Events(audit.EventQuery{TokenID: "https://idp#" + jti})
+			if err != nil || len(evs) != 1 || evs[0].Detector != "binding" || evs[0].Revocation == "" {
+				t.Fatalf("events = %+v %v, want one binding event with its revocation", evs, err)
+			}
+			if c.block == "detect {\n  binding revoke\n }" {
+				return // the owner cannot prove possession here either
+			}
+			// The owner, with a valid proof, now meets the revocation.
+			_, _, repl, err = serve(h, dpopRequest("DPoP "+tok, alice.proof(t, "GET", apiURL, tok)))
+			if got, _ := repl.GetString("http.auth.jwt.error"); err == nil || got != "revoked" {
+				t.Fatalf("after the revocation: code %q, want revoked (%v)", got, err)
+			}
+		})
+	}
+
+	// Unbound tokens and valid proofs do not fire it.
+	store, err := revocation.Open(t.TempDir(), revocation.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop required\n detect {\n  binding reject\n }\n}", store)
+	withAudit(t, h, store)
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "quiet", "cnf": map[string]any{"jkt": alice.jkt}})
+	unbound := sign(t, jwt.MapClaims{"sub": "bob", "iss": "https://idp", "jti": "quiet-2"})
+	rejects := metrics.detections.WithLabelValues("binding", "reject")
+	before := testutil.ToFloat64(rejects)
+	serve(h, dpopRequest("DPoP "+unbound, alice.proof(t, "GET", apiURL, unbound)))
+	serve(h, dpopRequest("Bearer "+unbound))
+	if _, up, _, err := serve(h, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound))); err != nil || !up.called {
+		t.Fatalf("valid proof refused: %v", err)
+	}
+	if n := testutil.ToFloat64(rejects) - before; n != 0 {
+		t.Errorf("binding fired %v times on unbound tokens and a valid proof", n)
 	}
 }
