@@ -7,8 +7,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -513,5 +516,137 @@ func TestDetectBinding(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(rejects) - before; n != 0 {
 		t.Errorf("binding fired %v times on unbound tokens and a valid proof", n)
+	}
+}
+
+// clientCert makes a self-signed client certificate and its x5t#S256.
+func clientCert(t testing.TB, cn string) (*x509.Certificate, string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	return cert, base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// fromProxy marks a request as Caddy does one from a trusted proxy.
+func fromProxy(r *http.Request, trusted bool) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: trusted}))
+}
+
+// TestMTLS: a certificate-bound token passes only from the client holding
+// that certificate: the TLS connection's, or the Client-Cert header of a
+// trusted proxy, which nobody else can set.
+func TestMTLS(t *testing.T) {
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n mtls\n}")
+	hReq := newHandler(t, "jwtguard {\n secret "+testSecret+"\n mtls required\n}")
+	hHdr := newHandler(t, "jwtguard {\n secret "+testSecret+"\n mtls {\n  header Client-Cert\n }\n}")
+	hNone := newHandler(t, "jwtguard {\n secret "+testSecret+"\n}")
+	aliceCert, aliceX5T := clientCert(t, "alice")
+	otherCert, _ := clientCert(t, "mallory")
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"x5t#S256": aliceX5T}})
+	unbound := sign(t, jwt.MapClaims{"sub": "bob"})
+	req := func(tok string, cert *x509.Certificate) *http.Request {
+		r := dpopRequest("Bearer " + tok)
+		if cert != nil {
+			r.TLS.PeerCertificates = []*x509.Certificate{cert}
+		}
+		return r
+	}
+	withHeader := func(r *http.Request, cert *x509.Certificate) *http.Request {
+		r.Header.Set("Client-Cert", ":"+base64.StdEncoding.EncodeToString(cert.Raw)+":")
+		return r
+	}
+	cases := []struct {
+		name    string
+		h       *Handler
+		req     *http.Request
+		code    string
+		binding string
+	}{
+		{"its certificate", h, req(bound, aliceCert), "", "mtls"},
+		{"no certificate", h, req(bound, nil), "binding", ""},
+		{"another certificate", h, req(bound, otherCert), "binding", ""},
+		{"unbound token", h, req(unbound, nil), "", ""},
+		{"required: unbound token", hReq, req(unbound, aliceCert), "binding", ""},
+		{"required: its certificate", hReq, req(bound, aliceCert), "", "mtls"},
+		{"without mtls", hNone, req(bound, aliceCert), "binding", ""},
+		{"header from a trusted proxy", hHdr, fromProxy(withHeader(req(bound, nil), aliceCert), true), "", "mtls"},
+		{"header from a trusted proxy, the proxy's own certificate ignored", hHdr, fromProxy(withHeader(req(bound, otherCert), aliceCert), true), "", "mtls"},
+		{"trusted proxy, no header: not its connection's certificate", hHdr, fromProxy(req(bound, aliceCert), true), "binding", ""},
+		{"header from a trusted proxy, another certificate", hHdr, fromProxy(withHeader(req(bound, nil), otherCert), true), "binding", ""},
+		{"header from anyone else", hHdr, fromProxy(withHeader(req(bound, nil), aliceCert), false), "binding", ""},
+		{"header from anyone else, without the vars", hHdr, withHeader(req(bound, nil), aliceCert), "binding", ""},
+		{"direct client with its certificate", hHdr, fromProxy(req(bound, aliceCert), false), "", "mtls"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, up, repl, err := serve(c.h, c.req)
+			got, _ := repl.GetString("http.auth.jwt.error")
+			if c.code == "" {
+				if err != nil || !up.called {
+					t.Fatalf("refused: %q %v", got, err)
+				}
+				if b, _ := repl.GetString("http.auth.jwt.binding"); b != c.binding {
+					t.Errorf("{http.auth.jwt.binding} = %q, want %q", b, c.binding)
+				}
+				return
+			}
+			if err == nil || up.called || got != c.code {
+				t.Fatalf("code %q, want %q (%v)", got, c.code, err)
+			}
+		})
+	}
+
+	// The header of an untrusted sender never reaches the upstream, even
+	// on a request that passes; a trusted proxy's does.
+	r := fromProxy(withHeader(req(unbound, nil), aliceCert), false)
+	r.Header["Client-Cert"] = append(r.Header["Client-Cert"], ":AAAA:")
+	if _, up, _, err := serve(hHdr, r); err != nil || !up.called {
+		t.Fatalf("unbound token refused: %v", err)
+	} else if v, ok := up.req.Header["Client-Cert"]; ok {
+		t.Errorf("Client-Cert of an untrusted client passed on: %q", v)
+	}
+	if _, up, _, err := serve(hHdr, fromProxy(withHeader(req(bound, nil), aliceCert), true)); err != nil || up.req.Header.Get("Client-Cert") == "" {
+		t.Errorf("trusted proxy's Client-Cert not passed on: %v", err)
+	}
+	// Two Client-Cert headers from the proxy: ambiguous, no certificate.
+	r = fromProxy(withHeader(req(bound, nil), aliceCert), true)
+	r.Header.Add("Client-Cert", ":"+base64.StdEncoding.EncodeToString(aliceCert.Raw)+":")
+	if _, _, _, err := serve(hHdr, r); err == nil {
+		t.Error("two Client-Cert headers accepted")
+	}
+}
+
+func TestParseClientCert(t *testing.T) {
+	for in, want := range map[string]string{
+		":AQID:":   "\x01\x02\x03",
+		" :AQID: ": "\x01\x02\x03",
+		"AQID":     "",
+		":AQID":    "",
+		"::":       "",
+		":AQ*D:":   "",
+		":AQI=:":   "\x01\x02",
+		":AQI:":    "", // RFC 8941 byte sequences are padded
+	} {
+		if got := string(parseClientCert(in)); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
 	}
 }
