@@ -74,18 +74,27 @@ gc_knob_words() {
 	true
 }
 
-# set_configs [detect] sets CONFIGS: bare, then <alg>-cached and
+# set_configs [detect] [dpop] sets CONFIGS: bare, then <alg>-cached and
 # <alg>-distinct for each of ALGS; with detect, hs256-detect (the cached
 # workload with stolen-token detection on, see write_caddyfiles) follows
-# hs256-cached when ALGS has hs256.
-# shellcheck disable=SC2120 # instructions.sh calls it without detect
+# hs256-cached when ALGS has hs256; with dpop, es256-dpop (a DPoP-bound
+# ES256 token with a fresh proof per request, see DPOP) follows
+# es256-distinct when ALGS has es256.
+# shellcheck disable=SC2120 # instructions.sh calls it without arguments
 set_configs() {
-	local alg
+	local alg detect="" dpop="" arg
+	for arg in "$@"; do
+		case $arg in
+		detect) detect=yes ;;
+		dpop) dpop=yes ;;
+		esac
+	done
 	CONFIGS=(bare)
 	for alg in $ALGS; do
 		CONFIGS+=("$alg-cached")
-		[[ ${1:-} == detect && $alg == hs256 ]] && CONFIGS+=(hs256-detect)
+		[[ -n $detect && $alg == hs256 ]] && CONFIGS+=(hs256-detect)
 		CONFIGS+=("$alg-distinct")
+		[[ -n $dpop && $alg == es256 ]] && CONFIGS+=(es256-dpop)
 	done
 }
 
@@ -262,8 +271,8 @@ global_options() {
 EOF
 }
 
-# guard KEY [DETECT]: the jwtguard directive with KEY and three claim
-# headers, and DETECT (a detect block) when given.
+# guard KEY [BLOCK]: the jwtguard directive with KEY and three claim
+# headers, and BLOCK (a detect or dpop block) when given.
 guard() {
 	cat <<EOF
 	jwtguard {
@@ -295,11 +304,24 @@ DETECT='		detect {
 			agent
 		}'
 
+# DPOP is the dpop block of es256-dpop: bound tokens (cnf.jkt) under
+# `Authorization: DPoP` with a proof, every algorithm allowed, no nonce.
+# max_age is 5m, not the default 60s, because bench/run.sh mints a run's
+# proofs (all with one iat) just before the run's Caddy starts: the checks,
+# the warm-up and the run must end within it. The replay cache is the
+# process's, 131,072 entries (dpop.DefaultReplayEntries) for max_age +
+# leeway: a fresh Caddy per run takes that many proofs before it answers
+# 503, which wrk would count.
+DPOP='		dpop {
+			max_age 5m
+		}'
+
 # write_caddyfiles STORE [CHECK_PORT]: WORK/bare.caddyfile, a route on PORT
 # that only responds, and WORK/<alg>.caddyfile for each of ALGS, the same
 # route behind jwtguard with that key type's key, the revocation store in
-# STORE; and, when ALGS has hs256, WORK/hs256-detect.caddyfile, hs256's with
-# the DETECT block. With CHECK_PORT, each also has a check site there:
+# STORE; when ALGS has hs256, WORK/hs256-detect.caddyfile, hs256's with
+# the DETECT block; and when ALGS has es256, WORK/es256-dpop.caddyfile,
+# es256's with the DPOP block. With CHECK_PORT, each also has a check site there:
 # bare's the same route, a guarded one's the same guard (a snippet both
 # sites import) with a response that shows the claim headers.
 write_caddyfiles() {
@@ -329,13 +351,14 @@ EOF
 			guarded_caddyfile "$store" "$check" "$key" "$DETECT" >"$WORK/hs256-detect.caddyfile"
 		else
 			key="public_key $WORK/keys/$alg.pub"
+			[[ $alg != es256 ]] || guarded_caddyfile "$store" "$check" "$key" "$DPOP" >"$WORK/es256-dpop.caddyfile"
 		fi
 		guarded_caddyfile "$store" "$check" "$key" >"$WORK/$alg.caddyfile"
 	done
 }
 
-# guarded_caddyfile STORE CHECK_PORT KEY [DETECT]: a guarded configuration
-# (see write_caddyfiles), to stdout.
+# guarded_caddyfile STORE CHECK_PORT KEY [BLOCK]: a guarded configuration
+# (see write_caddyfiles; BLOCK: DETECT or DPOP), to stdout.
 guarded_caddyfile() {
 	local store=$1 check=$2
 	shift 2
@@ -407,6 +430,15 @@ fetch() {
 	[[ -n $tok ]] && auth=(-H "Authorization: Bearer $tok")
 	local code
 	code=$(curl -sS --noproxy '*' --max-time "$FETCH_MAXTIME" -A "$BENCH_UA" -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' "${auth[@]}" "http://$HOST:$port/") || true
+	printf '%s %s' "$code" "$(cat "$WORK/body" 2>/dev/null)"
+}
+
+# fetch_dpop PORT TOKEN PROOF: fetch with `Authorization: DPoP TOKEN` and
+# the DPoP header PROOF.
+fetch_dpop() {
+	local code
+	code=$(curl -sS --noproxy '*' --max-time "$FETCH_MAXTIME" -A "$BENCH_UA" -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' \
+		-H "Authorization: DPoP $2" -H "DPoP: $3" "http://$HOST:$1/") || true
 	printf '%s %s' "$code" "$(cat "$WORK/body" 2>/dev/null)"
 }
 

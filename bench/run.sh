@@ -20,6 +20,24 @@
 # the results keep both (usage_requests, detect_events) and the table leaves
 # out a run where either is wrong.
 #
+# With es256 in ALGS, one more configuration, es256-dpop, measures DPoP
+# (issue 12): the es256 guard with a dpop block (DPOP in bench/lib.sh,
+# max_age 5m), and one ES256 access token bound to the client's proof key
+# (cnf.jkt, its RFC 7638 thumbprint) sent as `Authorization: DPoP <token>`
+# with a fresh proof in the DPoP header of every request: ES256, htm GET,
+# htu the URL wrk requests, ath the token's SHA-256, each with its own jti,
+# none sent twice (bench/mint proofs, signed with go-jose). The access token
+# is the same on every request, so it is verified once and cached; each
+# request costs one proof signature check and a replay-cache entry. Proofs
+# are minted for each run just before its Caddy starts (they carry the iat
+# of their minting), as many as the distinct workload's tokens, plus the
+# warm-up's (the warm-up sends proofs too). Before the run the script checks
+# that a bound token with a fresh proof passes (with its claim headers),
+# that the same proof replayed is refused (401, invalid_dpop_proof: code
+# dpop), that a proof for the other port is refused (htu), and that the
+# bound token as Bearer is refused (binding). Its ratio to bare Caddy is in
+# the table, and to es256-distinct, round by round, below it (bench/report).
+#
 # Caddy runs with GOMAXPROCS=1 on CPU 0 and wrk on CPU 1. Every run is a fresh
 # Caddy process (so its cache starts empty and its RSS is its own), warmed up
 # with the cached request before it is measured. Every request (wrk's and
@@ -60,7 +78,7 @@
 #   THREADS      wrk threads (1)
 #   WARMUP       warm-up before each run (2s; 1s when DURATION is under 5s)
 #   ALGS         key types to measure ("hs256 rs256 es256 eddsa"); hs256
-#                brings hs256-detect with it
+#                brings hs256-detect with it, es256 es256-dpop
 #   REVOCATIONS  entries seeded into the revocation store (10000)
 #   PORT         first of the three local ports used: PORT (measured site),
 #                PORT+1 (a check site on the same config), PORT+2 (admin) (18480)
@@ -208,6 +226,14 @@ for alg in hs256 $ALGS; do
 	PROBE[$alg]=$("$MINT" tokens -keys "$WORK/keys" -alg "$alg" -prefix probe -n 1)
 done
 CHECK_BODY="user-cached-0|user0@cached.example.com|reader, writer, billing"
+# es256-dpop's access token, bound to the proof key in WORK/keys/dpop.key,
+# and what the check site answers to it.
+DPOP_TOKEN=""
+for alg in $ALGS; do
+	[[ $alg == es256 ]] || continue
+	DPOP_TOKEN=$("$MINT" dpop-token -keys "$WORK/keys") || die "mint dpop-token failed"
+done
+DPOP_BODY="user-dpop-0|user0@dpop.example.com|reader, writer, billing"
 
 # The bare configuration: a route that only responds. A guarded one: the same
 # route behind jwtguard (hs256-detect: with detection too). Both have a
@@ -215,12 +241,15 @@ CHECK_BODY="user-cached-0|user0@cached.example.com|reader, writer, billing"
 # guarded run gets a fresh copy of the seeded store here (fresh_store).
 RUN_STORE=$WORK/run-store
 write_caddyfiles "$RUN_STORE" "$CHECK_PORT"
-set_configs detect
+set_configs detect dpop
 for conf in $ALGS; do
 	fresh_store
 	validate_caddyfile "$conf"
-	[[ $conf == hs256 ]] || continue
-	conf=hs256-detect
+	case $conf in
+	hs256) conf=hs256-detect ;;
+	es256) conf=es256-dpop ;;
+	*) continue ;;
+	esac
 	fresh_store
 	validate_caddyfile "$conf"
 done
@@ -270,6 +299,50 @@ check_guard() {
 	elif ((entries != REVOCATIONS + 1)); then
 		die "$alg: the store holds $entries entries, want $((REVOCATIONS + 1))"
 	fi
+}
+
+# mint_proofs: es256-dpop's proofs for one run, just before its Caddy
+# starts: WORK/proofs-check.txt (three: two for the check site, one for the
+# measured site), WORK/proofs-warm.txt (the warm-up's) and
+# WORK/proofs-run.txt (PROOFS, the run's). Each file has its own random
+# part in its jtis, so no proof repeats one of another file or run.
+mint_proofs() {
+	local t=$SECONDS
+	run "$MINT" proofs -keys "$WORK/keys" -token "$DPOP_TOKEN" -url "http://$HOST:$CHECK_PORT/" -n 2 -prefix check \
+		-o "$WORK/proofs-check.txt" || die "mint proofs failed"
+	run "$MINT" proofs -keys "$WORK/keys" -token "$DPOP_TOKEN" -url "http://$HOST:$PORT/" -n 1 -prefix check-measured \
+		-o "$WORK/proofs-check.txt" -append || die "mint proofs failed"
+	run "$MINT" proofs -keys "$WORK/keys" -token "$DPOP_TOKEN" -url "http://$HOST:$PORT/" -n "$WARM_PROOFS" -prefix warm \
+		-o "$WORK/proofs-warm.txt" || die "mint proofs failed"
+	run "$MINT" proofs -keys "$WORK/keys" -token "$DPOP_TOKEN" -url "http://$HOST:$PORT/" -n "$PROOFS" -prefix run \
+		-o "$WORK/proofs-run.txt" || die "mint proofs failed"
+	say "bench: minted $((PROOFS + WARM_PROOFS + 3)) DPoP proofs in $((SECONDS - t)) s"
+}
+
+# check_dpop LOG: es256-dpop's Caddy must accept the bound token with a
+# fresh proof (and set its claim headers), refuse the same proof replayed
+# (401, invalid_dpop_proof: code dpop), refuse a proof for the check site
+# on the measured site (htu), and refuse the bound token as Bearer
+# (binding). Uses WORK/proofs-check.txt (mint_proofs).
+check_dpop() {
+	local log=$1 got p
+	mapfile -t p <"$WORK/proofs-check.txt"
+	((${#p[@]} == 3)) || die "es256-dpop: want 3 check proofs, have ${#p[@]}"
+	got=$(fetch_dpop "$CHECK_PORT" "$DPOP_TOKEN" "${p[0]}")
+	[[ $got == "200 $DPOP_BODY" ]] ||
+		die "es256-dpop: the bound token with a fresh proof got '$got' ($(www_auth)), want '200 $DPOP_BODY'; see $log"
+	got=$(fetch_dpop "$CHECK_PORT" "$DPOP_TOKEN" "${p[0]}")
+	[[ ${got%% *} == 401 && $(www_auth) == *'error="invalid_dpop_proof"'*replayed* ]] ||
+		die "es256-dpop: the same proof again got '$got' ($(www_auth)), want 401 invalid_dpop_proof (replayed); see $log"
+	got=$(fetch_dpop "$PORT" "$DPOP_TOKEN" "${p[1]}")
+	[[ ${got%% *} == 401 && $(www_auth) == *'error="invalid_dpop_proof"'*htu* ]] ||
+		die "es256-dpop: a proof for port $CHECK_PORT on port $PORT got '$got' ($(www_auth)), want 401 invalid_dpop_proof (htu); see $log"
+	got=$(fetch "$CHECK_PORT" "$DPOP_TOKEN")
+	[[ ${got%% *} == 401 && $(www_auth) == *'error="invalid_token"'* ]] ||
+		die "es256-dpop: the bound token as Bearer got '$got' ($(www_auth)), want 401 invalid_token (binding); see $log"
+	got=$(fetch_dpop "$PORT" "$DPOP_TOKEN" "${p[2]}")
+	[[ $got == "200 ok" ]] ||
+		die "es256-dpop: the bound token with a fresh proof got '$got' ($(www_auth)) on the measured site, want '200 ok'; see $log"
 }
 
 # cpu_ticks CPU: the work, steal and idle ticks of one /proc/stat line.
@@ -331,12 +404,12 @@ detect_seen() {
 }
 
 # wrk_run OUTFILE DURATION SCRIPT [ARGS...] (with WRK_AUTH set for the
-# static request)
+# static request, under the scheme WRK_SCHEME: Bearer unless set)
 wrk_run() {
 	local out=$1 d=$2 script=$3
 	shift 3
 	local hdr=(-H "User-Agent: $BENCH_UA")
-	[[ -n ${WRK_AUTH:-} ]] && hdr+=(-H "Authorization: Bearer $WRK_AUTH")
+	[[ -n ${WRK_AUTH:-} ]] && hdr+=(-H "Authorization: ${WRK_SCHEME:-Bearer} $WRK_AUTH")
 	run -o "$out" "${PIN_WRK[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$d" --latency "${hdr[@]}" -s "$script" \
 		"http://$HOST:$PORT/" "$@"
 }
@@ -418,7 +491,8 @@ ANY_ERRORS=0
 # detect_events the detection events recorded.
 measure() {
 	local config=$1 round=$2 attempt=$3
-	local alg=${config%%-*} workload=${config#*-} conf file="" tag
+	local alg=${config%%-*} workload=${config#*-} conf file="" tag warm_args=()
+	WRK_SCHEME=Bearer
 	tag="r$round-$config"
 	((attempt == 1)) || tag="$tag-try$attempt"
 	local log=$OUT/logs/$tag.caddy.log
@@ -431,12 +505,20 @@ measure() {
 		WRK_AUTH=${CACHED[$alg]}
 		[[ $workload == distinct ]] && file=$WORK/tokens-$alg.txt
 		[[ $workload == detect ]] && conf=$config
+		if [[ $workload == dpop ]]; then
+			conf=$config
+			mint_proofs
+			file=$WORK/proofs-run.txt
+		fi
 	fi
 	caddy_up "$conf" "$log"
 	if [[ $conf == bare ]]; then
 		local got
 		got=$(fetch "$PORT" "$WRK_AUTH")
 		[[ $got == "200 ok" ]] || die "bare: got '$got', want '200 ok'"
+	elif [[ $workload == dpop ]]; then
+		check_guard "$alg" "" "$log"
+		check_dpop "$log"
 	else
 		check_guard "$alg" "$file" "$log"
 	fi
@@ -448,8 +530,15 @@ measure() {
 			die "$config: after the checks the usage audit counts $SEEN_REQUESTS requests of $TOKEN_ID (want 2) and $SEEN_EVENTS detection events (want 0): is detection on? see $log"
 	fi
 
-	# Warm-up: the cached request (the distinct file stays unused).
-	wrk_run "$OUT/logs/$tag.warmup.txt" "$WARMUP" "$BENCH/lua/report.lua"
+	# Warm-up: the cached request (the distinct file stays unused); for
+	# es256-dpop, the bound token with proofs of their own.
+	if [[ $workload == dpop ]]; then
+		WRK_AUTH=$DPOP_TOKEN WRK_SCHEME=DPoP
+		warm_args=("$BENCH/lua/distinct.lua" -- "$WORK/proofs-warm.txt" "$THREADS" DPoP)
+	else
+		warm_args=("$BENCH/lua/report.lua")
+	fi
+	wrk_run "$OUT/logs/$tag.warmup.txt" "$WARMUP" "${warm_args[@]}"
 	if [[ $workload == detect ]]; then
 		detect_seen
 		warm=$(grep -o '^BENCH requests=[0-9]*' "$OUT/logs/$tag.warmup.txt" | cut -d= -f2) ||
@@ -461,7 +550,9 @@ measure() {
 			die "$config: the usage audit counts $seen0 requests after the checks and a warm-up of $warm, want at least $((2 + warm)); see $log"
 	fi
 
-	if [[ -n $file ]]; then
+	if [[ $workload == dpop ]]; then
+		load "$OUT/logs/$tag.wrk.txt" "$DURATION" "$BENCH/lua/distinct.lua" -- "$file" "$THREADS" DPoP
+	elif [[ -n $file ]]; then
 		WRK_AUTH=""
 		load "$OUT/logs/$tag.wrk.txt" "$DURATION" "$BENCH/lua/distinct.lua" -- "$file" "$THREADS"
 	else
@@ -499,7 +590,13 @@ measure() {
 		# What does the guard say now?
 		if [[ $conf != bare ]]; then
 			say "  cached token: $(fetch "$PORT" "${CACHED[$alg]}") $(www_auth)"
-			[[ -n $file ]] && say "  first distinct token: $(fetch "$PORT" "$(head -n 1 "$file")") $(www_auth)"
+			if [[ $workload == dpop ]]; then
+				run "$MINT" proofs -keys "$WORK/keys" -token "$DPOP_TOKEN" -url "http://$HOST:$PORT/" -n 1 -prefix after \
+					-o "$WORK/proof-after.txt" || true
+				say "  bound token, fresh proof: $(fetch_dpop "$PORT" "$DPOP_TOKEN" "$(cat "$WORK/proof-after.txt" 2>/dev/null)") $(www_auth)"
+			elif [[ -n $file ]]; then
+				say "  first distinct token: $(fetch "$PORT" "$(head -n 1 "$file")") $(www_auth)"
+			fi
 		fi
 		say "  see $OUT/logs/$tag.wrk.txt and $log"
 	fi
@@ -556,6 +653,16 @@ for alg in $ALGS; do
 		'BEGIN { printf "%d", 1e9 / (bare + sig) * d * s + 1000 }')
 	echo "tokens: $alg signature check $sig_ns ns; minting ${TOKENS[$alg]} distinct tokens" | tee -a "$OUT/meta.txt" >&7
 done
+# es256-dpop's proofs per run: as many as es256-distinct's tokens (a
+# request costs at least bare Caddy's plus one ES256 check), and the
+# warm-up's in proportion (mint_proofs mints them before each run).
+PROOFS=${TOKENS[es256]:-0}
+WARM_PROOFS=$(((PROOFS - 1000) * $(seconds "$WARMUP") / DUR_S + 1000))
+if [[ -n $DPOP_TOKEN ]]; then
+	echo "proofs: es256-dpop $PROOFS DPoP proofs a run, and $WARM_PROOFS for its warm-up, minted before each" | tee -a "$OUT/meta.txt" >&7
+	((PROOFS + WARM_PROOFS < 120000)) ||
+		loud "es256-dpop: $((PROOFS + WARM_PROOFS)) proofs a run come near the replay cache's 131,072 entries (a full cache answers 503): use a shorter DURATION"
+fi
 for alg in $ALGS; do
 	t=$SECONDS
 	run "$MINT" tokens -keys "$WORK/keys" -alg "$alg" -n "${TOKENS[$alg]}" -o "$WORK/tokens-$alg.txt"
@@ -580,9 +687,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			fi
 			alg=${config%%-*}
 			if ((attempt >= 3)); then
-				loud "$config (round $round): ran out of its ${TOKENS[$alg]} tokens $attempt times; giving up on it"
+				loud "$config (round $round): ran out of its tokens $attempt times; giving up on it"
 				ANY_ERRORS=1
 				break
+			fi
+			if [[ $config == es256-dpop ]]; then
+				loud "$config (round $round): ran out of its $PROOFS proofs; minting twice as many for the next run"
+				PROOFS=$((PROOFS * 2))
+				continue
 			fi
 			loud "$config (round $round): ran out of its ${TOKENS[$alg]} distinct tokens; minting as many again and repeating the run"
 			run "$MINT" tokens -keys "$WORK/keys" -alg "$alg" -n "${TOKENS[$alg]}" -start "${TOKENS[$alg]}" \
@@ -605,6 +717,9 @@ rc=0
 	echo "GC/10k req: Caddy's garbage collections per 10,000 requests; with Go's default GOGC a small live heap (bare) collects far more often, see CADDY_GOGC in bench/run.sh."
 	if [[ " ${CONFIGS[*]} " == *" hs256-detect "* ]]; then
 		echo "hs256-detect: hs256-cached's workload with detection on (rate 65535 1s, networks 3 10m, agent; none fires) and its usage audit; its target: its ratio within 0.05 of hs256-cached's, round by round (below the table)."
+	fi
+	if [[ " ${CONFIGS[*]} " == *" es256-dpop "* ]]; then
+		echo "es256-dpop: one DPoP-bound ES256 token (cached after its first check) as Authorization: DPoP, with a fresh ES256 proof per request (dpop max_age 5m); its ratio to es256-distinct, round by round, below the table."
 	fi
 	echo ""
 	"$WORK/report" "$RESULTS" || rc=$?

@@ -1,7 +1,12 @@
 -- wrk script for the distinct workload: every request carries the next
 -- token of a file minted beforehand, so no token is sent twice in a run.
 --
---   wrk ... -s distinct.lua URL -- TOKEN_FILE THREADS
+--   wrk ... -s distinct.lua URL -- TOKEN_FILE THREADS [HEADER]
+--
+-- Each line goes in `Authorization: Bearer <line>`; with HEADER, in
+-- `HEADER: <line>` instead, beside wrk's own headers (for es256-dpop, the
+-- file holds DPoP proofs, one per request, and wrk's -H sends
+-- `Authorization: DPoP <token>`).
 --
 -- Thread k of n (ids from setup, 1-based) sends lines k, k+n, k+2n, ... of
 -- the file. A thread that runs out of tokens does not repeat one: it counts
@@ -16,7 +21,7 @@ local head, tail
 used, available, exhausted = 0, 0, 0
 
 function init(args)
-   local file, n = args[1], tonumber(args[2] or "1")
+   local file, n, header = args[1], tonumber(args[2] or "1"), args[3]
    local k = id or 1
    local f = assert(io.open(file, "r"))
    local line = 0
@@ -35,7 +40,11 @@ function init(args)
    for k, v in pairs(wrk.headers) do
       headers[k] = v
    end
-   headers["Authorization"] = "Bearer \1"
+   if header then
+      headers[header] = "\1"
+   else
+      headers["Authorization"] = "Bearer \1"
+   end
    local req = wrk.format(nil, nil, headers)
    head, tail = req:match("^(.-)\1(.*)$")
    assert(head, "could not place the token in the request")

@@ -7,10 +7,20 @@
 //	mint tokens -keys DIR -alg ALG -n N [-start I] [-prefix P] [-ttl D] [-o FILE] [-append]
 //	mint seed -dir STORE [-n 10000] [-revoke-jti JTI]
 //	mint sigcost -keys DIR -alg ALG [-time D]
+//	mint dpop-token -keys DIR [-prefix P] [-ttl D]
+//	mint proofs -keys DIR -token TOKEN -url URL -n N [-start I] [-prefix P] [-o FILE] [-append]
 //
 // ALG is one of hs256, rs256, es256, eddsa. Every token carries iss, sub,
 // email, roles, jti, iat and exp; its jti is "<prefix>-<index>", so tokens
 // minted with different prefixes or index ranges are all distinct.
+//
+// For the es256-dpop workload (issue 12), mint keys also writes dpop.key,
+// the client's ES256 proof key. dpop-token prints an ES256 access token
+// bound to it (cnf.jkt, its RFC 7638 thumbprint), and proofs writes DPoP
+// proofs (RFC 9449) signed with it, one per line: typ dpop+jwt, the public
+// key in jwk, htm GET, htu URL, iat now, ath the SHA-256 of TOKEN, and jti
+// "<prefix>-<index>-<random>", so no two proofs, of this run or another,
+// share one. Proofs are signed with go-jose, not the code under test.
 package main
 
 import (
@@ -24,6 +34,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -36,6 +48,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/jwtguard/caddy-jwtguard/revocation"
@@ -64,6 +77,10 @@ func main() {
 		err = seedCmd(args)
 	case "sigcost":
 		err = sigcostCmd(args)
+	case "dpop-token":
+		err = dpopTokenCmd(args)
+	case "proofs":
+		err = proofsCmd(args)
 	default:
 		usage()
 	}
@@ -79,6 +96,8 @@ func usage() {
   mint tokens -keys DIR -alg ALG -n N [-start I] [-prefix P] [-ttl D] [-o FILE] [-append]
   mint seed -dir STORE [-n 10000] [-revoke-jti JTI]
   mint sigcost -keys DIR -alg ALG [-time D]
+  mint dpop-token -keys DIR [-prefix P] [-ttl D]
+  mint proofs -keys DIR -token TOKEN -url URL -n N [-start I] [-prefix P] [-o FILE] [-append]
 ALG: hs256, rs256, es256 or eddsa
 `)
 	os.Exit(2)
@@ -86,7 +105,8 @@ ALG: hs256, rs256, es256 or eddsa
 
 // writeKeys writes, for each algorithm, the private key (<alg>.key, PKCS #8
 // PEM; for hs256 the base64 of a 32-byte secret) and, for the public-key
-// algorithms, the public key the Caddyfile names (<alg>.pub, SPKI PEM).
+// algorithms, the public key the Caddyfile names (<alg>.pub, SPKI PEM); and
+// dpop.key, the DPoP client's ES256 proof key (PKCS #8 PEM).
 func writeKeys(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -108,6 +128,17 @@ func writeKeys(dir string) error {
 	}
 	_, edKey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
+		return err
+	}
+	dpopKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	priv, err := x509.MarshalPKCS8PrivateKey(dpopKey)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dpop.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: priv}), 0o600); err != nil {
 		return err
 	}
 	for alg, key := range map[string]crypto.Signer{"rs256": rsaKey, "es256": ecKey, "eddsa": edKey} {
@@ -179,6 +210,11 @@ func loadSigner(dir, alg string) (*signer, error) {
 }
 
 func (s *signer) token(prefix string, i int, now time.Time, ttl time.Duration) (string, error) {
+	return s.tokenWith(prefix, i, now, ttl, nil)
+}
+
+// tokenWith is token with more claims (cnf, for a bound token).
+func (s *signer) tokenWith(prefix string, i int, now time.Time, ttl time.Duration, extra jwt.MapClaims) (string, error) {
 	claims := jwt.MapClaims{
 		"iss":   Issuer,
 		"sub":   fmt.Sprintf("user-%s-%d", prefix, i),
@@ -187,6 +223,9 @@ func (s *signer) token(prefix string, i int, now time.Time, ttl time.Duration) (
 		"jti":   fmt.Sprintf("%s-%d", prefix, i),
 		"iat":   now.Unix(),
 		"exp":   now.Add(ttl).Unix(),
+	}
+	for k, v := range extra {
+		claims[k] = v
 	}
 	return jwt.NewWithClaims(s.method, claims).SignedString(s.priv)
 }
@@ -224,8 +263,17 @@ func tokensCmd(args []string) error {
 		return err
 	}
 
-	toks := make([]string, *n)
 	now := time.Now()
+	toks, err := mintAll(*n, func(i int) (string, error) { return s.token(*prefix, *start+i, now, *ttl) })
+	if err != nil {
+		return err
+	}
+	return writeLines(*out, *appendTo, toks)
+}
+
+// mintAll makes n strings, one(0) to one(n-1), on every CPU, in index order.
+func mintAll(n int, one func(i int) (string, error)) ([]string, error) {
+	toks := make([]string, n)
 	var (
 		next     atomic.Int64
 		wg       sync.WaitGroup
@@ -243,7 +291,7 @@ func tokensCmd(args []string) error {
 					return
 				}
 				for i := lo; i < min(lo+batch, len(toks)); i++ {
-					t, err := s.token(*prefix, *start+i, now, *ttl)
+					t, err := one(i)
 					if err != nil {
 						errOnce.Do(func() { firstErr = err })
 						return
@@ -254,22 +302,25 @@ func tokensCmd(args []string) error {
 		}()
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
+	return toks, firstErr
+}
 
+// writeLines writes lines to out (- for stdout), one per line, appending
+// to the file with appendTo.
+func writeLines(out string, appendTo bool, lines []string) error {
 	w := os.Stdout
-	if *out != "-" {
+	if out != "-" {
 		flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-		if *appendTo {
+		if appendTo {
 			flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
 		}
-		if w, err = os.OpenFile(*out, flags, 0o600); err != nil {
+		var err error
+		if w, err = os.OpenFile(out, flags, 0o600); err != nil {
 			return err
 		}
 	}
 	bw := bufio.NewWriterSize(w, 1<<20)
-	for _, t := range toks {
+	for _, t := range lines {
 		bw.WriteString(t)
 		bw.WriteByte('\n')
 	}
@@ -422,4 +473,115 @@ func sigcostCmd(args []string) error {
 	}
 	fmt.Println(best.Nanoseconds())
 	return nil
+}
+
+// dpopKey is the DPoP client's proof key, from dpop.key, and its RFC 7638
+// thumbprint (base64url of the SHA-256), as cnf.jkt carries it.
+func dpopKey(dir string) (*ecdsa.PrivateKey, string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "dpop.key"))
+	if err != nil {
+		return nil, "", err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, "", errors.New("dpop.key: no PEM block")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, "", fmt.Errorf("dpop.key: %v", err)
+	}
+	ec, ok := key.(*ecdsa.PrivateKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return nil, "", fmt.Errorf("dpop.key holds a %T, want a P-256 key", key)
+	}
+	sum, err := (&jose.JSONWebKey{Key: ec.Public()}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, "", err
+	}
+	return ec, base64.RawURLEncoding.EncodeToString(sum), nil
+}
+
+// dpopTokenCmd prints one ES256 access token (es256.key) bound to the
+// proof key: its claims are a benchmark token's and cnf.jkt.
+func dpopTokenCmd(args []string) error {
+	fs := flag.NewFlagSet("dpop-token", flag.ExitOnError)
+	keys := fs.String("keys", "", "key directory written by mint keys")
+	prefix := fs.String("prefix", "dpop", "jti prefix")
+	ttl := fs.Duration("ttl", 3*time.Hour, "lifetime")
+	_ = fs.Parse(args)
+	if *keys == "" || fs.NArg() != 0 {
+		return errors.New("dpop-token: need -keys")
+	}
+	_, jkt, err := dpopKey(*keys)
+	if err != nil {
+		return err
+	}
+	s, err := loadSigner(*keys, "es256")
+	if err != nil {
+		return err
+	}
+	tok, err := s.tokenWith(*prefix, 0, time.Now(), *ttl, jwt.MapClaims{"cnf": map[string]string{"jkt": jkt}})
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}
+
+// proofsCmd writes n DPoP proofs for GET URL with TOKEN, signed with the
+// proof key, one per line, all with iat now.
+func proofsCmd(args []string) error {
+	fs := flag.NewFlagSet("proofs", flag.ExitOnError)
+	keys := fs.String("keys", "", "key directory written by mint keys")
+	token := fs.String("token", "", "the access token the proofs go with (ath)")
+	url := fs.String("url", "", "htu: the exact URL the requests go to")
+	n := fs.Int("n", 1, "number of proofs")
+	start := fs.Int("start", 0, "index of the first proof")
+	prefix := fs.String("prefix", "proof", "jti prefix")
+	out := fs.String("o", "-", "output file (- for stdout)")
+	appendTo := fs.Bool("append", false, "append to the output file")
+	_ = fs.Parse(args)
+	if *keys == "" || *token == "" || *url == "" || *n < 1 || *start < 0 || fs.NArg() != 0 {
+		return errors.New("proofs: need -keys, -token, -url and -n >= 1")
+	}
+	key, _, err := dpopKey(*keys)
+	if err != nil {
+		return err
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		(&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"))
+	if err != nil {
+		return err
+	}
+	ath := sha256.Sum256([]byte(*token))
+	athB64 := base64.RawURLEncoding.EncodeToString(ath[:])
+	// A random part in every jti: proofs minted for another run, or again
+	// with the same -start, are distinct too.
+	nonce := make([]byte, 6)
+	if _, err := rand.Read(nonce); err != nil {
+		return err
+	}
+	salt := hex.EncodeToString(nonce)
+	iat := time.Now().Unix()
+	proofs, err := mintAll(*n, func(i int) (string, error) {
+		payload, err := json.Marshal(map[string]any{
+			"jti": fmt.Sprintf("%s-%d-%s", *prefix, *start+i, salt),
+			"htm": "GET",
+			"htu": *url,
+			"iat": iat,
+			"ath": athB64,
+		})
+		if err != nil {
+			return "", err
+		}
+		obj, err := signer.Sign(payload)
+		if err != nil {
+			return "", err
+		}
+		return obj.CompactSerialize()
+	})
+	if err != nil {
+		return err
+	}
+	return writeLines(*out, *appendTo, proofs)
 }

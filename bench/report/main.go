@@ -19,6 +19,11 @@
 // (detect_events) or its usage audit counted fewer requests than wrk
 // (usage_requests).
 //
+// A configuration <alg>-dpop (a DPoP-bound token with a fresh proof per
+// request, issue 12) has no target; a line under the table gives its req/s
+// over <alg>-distinct's (the cold path: one token signature check per
+// request) in each round in which both runs were clean, and their median.
+//
 //	report results.tsv
 //
 // It exits 1 when a run had errors or ran out of tokens (the numbers are then
@@ -307,6 +312,9 @@ func writeTable(w io.Writer, runs map[string][]run, order []string) bool {
 					notes = append(notes, fmt.Sprintf("%s: no round with clean runs of bare, %s and %s; its target is not judged", name, cached, name))
 				}
 			}
+			if base, found := strings.CutSuffix(name, "-dpop"); found {
+				notes = append(notes, versusNote(name, base+"-distinct", runs[name], runs[base+"-distinct"]))
+			}
 			if ok {
 				row[6] = fmt.Sprintf("≥ %.2f", target)
 				row[7] = mark(ratio >= target, &met, &missed)
@@ -478,4 +486,38 @@ func mark(ok bool, met, missed *int) string {
 		*missed++
 	}
 	return "MISSED"
+}
+
+// versusNote is the line under the table that gives name's req/s over
+// other's in each round in which both ran clean, and the median; and the
+// same for Caddy's CPU time per request (other's over name's, so that
+// both read as name's speed relative to other).
+func versusNote(name, other string, rs, os []run) string {
+	byRound := map[int]run{}
+	for _, r := range os {
+		if r.bad() == "" {
+			byRound[r.round] = r
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s / %s, req/s in the same round:", name, other)
+	var ratios, cpuRatios []float64
+	for _, r := range rs {
+		o, ok := byRound[r.round]
+		if r.bad() != "" || !ok || o.num("rps") == 0 || r.cpuPerReq() == 0 {
+			continue
+		}
+		ratio := r.num("rps") / o.num("rps")
+		if len(ratios) > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, " round %d %.0f / %.0f = %.2f", r.round, r.num("rps"), o.num("rps"), ratio)
+		ratios = append(ratios, ratio)
+		cpuRatios = append(cpuRatios, o.cpuPerReq()/r.cpuPerReq())
+	}
+	if len(ratios) == 0 {
+		return fmt.Sprintf("%s / %s: no round with clean runs of both", name, other)
+	}
+	fmt.Fprintf(&b, "; median %.2f (CPU/req, %s over %s: median %.2f)", median(ratios), other, name, median(cpuRatios))
+	return b.String()
 }

@@ -352,3 +352,33 @@ func TestDetectRunsChecked(t *testing.T) {
 		t.Errorf("no note on the unjudged target:\n%s", out)
 	}
 }
+
+// TestDPoPVersusDistinct: an <alg>-dpop row has no target; the line under
+// the table gives its req/s over <alg>-distinct's in each round in which
+// both ran clean, and the median.
+func TestDPoPVersusDistinct(t *testing.T) {
+	out, clean := table(t, results(cols,
+		"1 bare 1 20000 1000 50000 200000 1000 0 0 0 0 0 0 0 0",
+		"1 es256-distinct 1 5000 1000 60000 50000 1000 0 0 0 0 0 0 0 0",
+		"1 es256-dpop 1 4500 1000 60000 45000 1000 0 0 0 0 0 0 0 0",
+		"2 bare 1 20000 1000 50000 200000 1000 0 0 0 0 0 0 0 0",
+		"2 es256-distinct 1 5000 1000 60000 50000 1000 0 0 0 0 0 0 0 0",
+		"2 es256-dpop 1 5000 1000 60000 50000 1000 0 0 0 0 0 0 0 0",
+		"3 bare 1 20000 1000 50000 200000 1000 0 0 0 0 0 0 0 0",
+		"3 es256-distinct 1 5000 1000 60000 50000 1000 0 0 0 0 0 0 0 0",
+		"3 es256-dpop 1 4000 1000 60000 40000 1000 0 0 3 0 0 0 0 0",
+	))
+	if clean {
+		t.Errorf("a run with non-2xx answers passed as clean\n%s", out)
+	}
+	if got := column(t, out, "ratio to bare")["es256-dpop"]; got != "0.24" {
+		t.Errorf("ratio to bare %s, want 0.24 (median of 0.225 and 0.25)\n%s", got, out)
+	}
+	if got := column(t, out, "target")["es256-dpop"]; got != "" {
+		t.Errorf("target %q, want none\n%s", got, out)
+	}
+	want := "es256-dpop / es256-distinct, req/s in the same round: round 1 4500 / 5000 = 0.90; round 2 5000 / 5000 = 1.00; median 0.95"
+	if !strings.Contains(out, want) {
+		t.Errorf("no line %q in\n%s", want, out)
+	}
+}
