@@ -103,6 +103,15 @@ func BenchmarkObserve(b *testing.B) {
 		cfg.Geo = openGeo(b, nil)
 		observe(b, benchDetector(b, cfg), benchRequest("tok"))
 	})
+	// With a cluster: each rule that follows networks also checks whether
+	// the request's is new to it.
+	b.Run("cached+sightings", func(b *testing.B) {
+		cfg := typical()
+		cfg.Travel = &TravelRule{KMH: 900}
+		cfg.Geo = openGeo(b, nil)
+		cfg.Sightings = true
+		observe(b, benchDetector(b, cfg), benchRequest("tok"))
+	})
 	b.Run("cached+trust", func(b *testing.B) {
 		cfg := typical()
 		for _, p := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "2001:db8:9::/48"} {

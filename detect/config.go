@@ -56,6 +56,11 @@ type Config struct {
 
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+
+	// Sightings makes Observe report, in Verdict.NewNetwork, a request
+	// from a network new to the token's networks or travel state, for a
+	// cluster to tell its other nodes (see ObserveRemote).
+	Sightings bool
 }
 
 // RateRule fires when one token is used more than Count times within any

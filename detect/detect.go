@@ -51,6 +51,11 @@ type Finding struct {
 type Verdict struct {
 	Findings []Finding // nil when nothing fired
 	Reject   bool      // some finding's action refuses this request
+	// NewNetwork is set, with Config.Sightings, when the request came from
+	// a network the token's networks or travel state did not hold: the
+	// other nodes of a cluster want to hear of it (ObserveRemote). A
+	// network refused again within a rule's quiet period is not new.
+	NewNetwork bool
 }
 
 // Strongest is the action to apply: the strongest of the findings' (Log
@@ -74,6 +79,11 @@ type Detector struct {
 
 	tokens   *table // nil without token rules
 	subjects *table // nil without surge
+
+	// sighters[i] is d.rules[i] when it follows a token's networks
+	// (networks, travel), else nil; sightings: Verdict.NewNetwork is wanted.
+	sighters  []sighter
+	sightings bool
 
 	seed     maphash.Seed
 	seed2    maphash.Seed // for subjects, with seed: iss and sub hashed apart
@@ -130,6 +140,11 @@ func New(cfg Config) (*Detector, error) {
 		d.rules = append(d.rules, &agent{act: r.Action})
 		d.needUA = true
 		d.keepIdle = true
+	}
+	d.sightings = cfg.Sightings
+	for _, r := range d.rules {
+		sg, _ := r.(sighter)
+		d.sighters = append(d.sighters, sg)
 	}
 	stride := headerWords
 	for _, r := range d.rules {
@@ -203,10 +218,14 @@ func (d *Detector) Observe(r *Request) Verdict {
 		}
 		o.idle = idleSince(b, o.now)
 		b[hLast] = uint64(o.now)
-		for i, ru := range d.rules {
-			off, st := d.offs[i], b[d.offs[i]+1:d.ends[i]]
-			if ru.observe(st, o) {
-				v.add(ru, &b[off], st, o)
+		if d.sightings {
+			d.observeSighting(b, o, &v)
+		} else {
+			for i, ru := range d.rules {
+				off, st := d.offs[i], b[d.offs[i]+1:d.ends[i]]
+				if ru.observe(st, o) {
+					v.add(ru, &b[off], st, o)
+				}
 			}
 		}
 		s.mu.Unlock()
@@ -215,6 +234,19 @@ func (d *Detector) Observe(r *Request) Verdict {
 		d.observeSubject(r, o, &v)
 	}
 	return v
+}
+
+// observeSighting is Observe's loop over the token's rules that also
+// tells whether the request's network is new to them (Verdict.NewNetwork).
+func (d *Detector) observeSighting(b []uint64, o obs, v *Verdict) {
+	for i, ru := range d.rules {
+		off, st := d.offs[i], b[d.offs[i]+1:d.ends[i]]
+		fresh := d.sighters[i] != nil && !d.sighters[i].holds(st, o)
+		if ru.observe(st, o) && !v.add(ru, &b[off], st, o) {
+			fresh = false // a repeat: told already, when it was new
+		}
+		v.NewNetwork = v.NewNetwork || fresh
+	}
 }
 
 // ObserveBinding runs the binding rule on a valid bound token presented
@@ -277,9 +309,9 @@ func idleSince(b []uint64, now int64) int64 {
 	return now - int64(b[hLast])
 }
 
-// add reports a firing. quiet holds the end of the rule's quiet period for
-// this key.
-func (v *Verdict) add(r rule, quiet *uint64, st []uint64, o obs) {
+// add reports a firing, and whether it is a new event. quiet holds the end
+// of the rule's quiet period for this key.
+func (v *Verdict) add(r rule, quiet *uint64, st []uint64, o obs) bool {
 	act := r.action()
 	f := Finding{Rule: r.name(), Action: act}
 	if o.now >= int64(*quiet) {
@@ -287,10 +319,11 @@ func (v *Verdict) add(r rule, quiet *uint64, st []uint64, o obs) {
 		f.NewEvent = true
 		f.Detail = r.detail(st, o)
 	} else if !act.Refuses() {
-		return // a logged repeat: nothing to record, nothing to refuse
+		return false // a logged repeat: nothing to record, nothing to refuse
 	}
 	v.Findings = append(v.Findings, f)
 	v.Reject = v.Reject || act.Refuses()
+	return f.NewEvent
 }
 
 // Tracked is the number of tokens followed in memory.
@@ -354,6 +387,13 @@ type obs struct {
 	net    uint64 // the client network, when hasNet
 	hasNet bool
 	ua     uint64 // hash of the User-Agent, never 0
+
+	// A use another node saw (ObserveRemote): at is when, which may be
+	// before now (the token's latest use here); place is where that
+	// node's geoip put addr, nil to look it up here.
+	remote bool
+	at     int64
+	place  *Place
 }
 
 // rule is one detector. Its state is words uint64 words of its key's block,

@@ -29,6 +29,9 @@ func (r *networks) observe(st []uint64, o obs) bool {
 	if !o.hasNet {
 		return false
 	}
+	if o.remote && o.now-o.at >= int64(r.cfg.Window) {
+		return false // shares no window with the uses the state holds
+	}
 	count := r.cfg.Count
 	keys, w := st[:count], u16(st[count:])
 	mask := w[count]
@@ -60,6 +63,24 @@ func (r *networks) observe(st []uint64, o obs) bool {
 	i := bits.TrailingZeros16(^mask)
 	keys[i], w[i] = o.net, now
 	w[count] = mask | 1<<i
+	return false
+}
+
+func (r *networks) holds(st []uint64, o obs) bool {
+	if !o.hasNet {
+		return true
+	}
+	if o.idle >= int64(r.cfg.Window) {
+		return false
+	}
+	count := r.cfg.Count
+	keys, w := st[:count], u16(st[count:])
+	now := r.ticks.at(o.now)
+	for m := w[count]; m != 0; m &= m - 1 {
+		if i := bits.TrailingZeros16(m); keys[i] == o.net && within(now, w[i]) {
+			return true
+		}
+	}
 	return false
 }
 

@@ -59,6 +59,16 @@ func (r *rate) observe(st []uint64, o obs) bool {
 	return r.observeCounted(w, o)
 }
 
+// age drops the uses that have left the window at o.now (see ager).
+func (r *rate) age(st []uint64, o obs) {
+	w := u16(st)
+	if r.exact {
+		r.ageExact(w, o)
+	} else {
+		r.ageCounted(w, o)
+	}
+}
+
 // observeExact keeps the slot mask after the count slots.
 func (r *rate) observeExact(w []uint16, o obs) bool {
 	count := r.cfg.Count
@@ -86,9 +96,42 @@ func (r *rate) observeExact(w []uint16, o obs) bool {
 	return false
 }
 
+// ageExact is observeExact's first half, repeated there so that the
+// request path makes no call for it.
+func (r *rate) ageExact(w []uint16, o obs) {
+	count := r.cfg.Count
+	mask := w[count]
+	if o.idle >= int64(r.cfg.Window) {
+		mask = 0
+	}
+	now := r.t.at(o.now)
+	for m := mask; m != 0; m &= m - 1 {
+		if i := bits.TrailingZeros16(m); !within(now, w[i]) {
+			mask &^= 1 << i
+		}
+	}
+	w[count] = mask
+}
+
 // observeCounted keeps the low 16 bits of the current counter's number
 // after the counters.
 func (r *rate) observeCounted(w []uint16, o obs) bool {
+	b := r.ageCounted(w, o)
+	c := w[:rateSlots]
+	sum := 0
+	for _, v := range c {
+		sum += int(v)
+	}
+	if sum >= r.cfg.Count {
+		return true
+	}
+	c[b%rateSlots]++
+	return false
+}
+
+// ageCounted zeroes the counters out of the window and makes the current
+// one o.now's, whose number it returns.
+func (r *rate) ageCounted(w []uint16, o obs) int64 {
 	c := w[:rateSlots]
 	b := o.now / r.bucketNS
 	if gap := uint16(b) - w[rateSlots]; o.idle >= int64(r.cfg.Window) || gap >= rateSlots {
@@ -99,15 +142,7 @@ func (r *rate) observeCounted(w []uint16, o obs) bool {
 		}
 	}
 	w[rateSlots] = uint16(b)
-	sum := 0
-	for _, v := range c {
-		sum += int(v)
-	}
-	if sum >= r.cfg.Count {
-		return true
-	}
-	c[b%rateSlots]++
-	return false
+	return b
 }
 
 func (r *rate) detail([]uint64, obs) string {

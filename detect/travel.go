@@ -48,14 +48,15 @@ func (r *travel) observe(st []uint64, o obs) bool {
 	if !o.hasNet {
 		return false
 	}
+	t := o.useTime()
 	if st[tRefRad]&travelSet != 0 && st[tRefNet] == o.net {
-		st[tRefTime] = uint64(o.now)
+		st[tRefTime] = uint64(max(int64(st[tRefTime]), t))
 		return false
 	}
 	if st[tCurRad]&travelSet == 0 || st[tCurNet] != o.net {
 		st[tCurNet] = o.net
 		st[tCurPos], st[tCurRad] = 0, travelSet
-		if p, ok := r.geo.Locate(o.addr); ok {
+		if p, ok := r.locate(o); ok {
 			st[tCurPos] = packPos(p.Lat, p.Lon)
 			st[tCurRad] |= travelLocated | uint64(math.Float32bits(float32(p.Radius)))
 		}
@@ -64,32 +65,63 @@ func (r *travel) observe(st []uint64, o obs) bool {
 		return false // unknown places are skipped
 	}
 	if st[tRefRad]&travelSet != 0 {
-		_, speed := r.journey(st, o)
-		if speed > r.cfg.KMH {
+		if _, speed := r.journey(st, t); speed > r.cfg.KMH {
 			return true
+		}
+		if t < int64(st[tRefTime]) {
+			return false // a use seen late: the reference stays the latest
 		}
 	}
 	st[tRefNet] = o.net
 	st[tRefPos] = st[tCurPos]
 	st[tRefRad] = st[tCurRad]&math.MaxUint32 | travelSet
-	st[tRefTime] = uint64(o.now)
+	st[tRefTime] = uint64(t)
 	a := o.addr.As16()
 	st[tRefAddr] = beUint64(a[:8])
 	st[tRefAddr+1] = beUint64(a[8:])
 	return false
 }
 
+func (r *travel) holds(st []uint64, o obs) bool {
+	return !o.hasNet ||
+		st[tRefRad]&travelSet != 0 && st[tRefNet] == o.net ||
+		st[tCurRad]&travelSet != 0 && st[tCurNet] == o.net
+}
+
+// locate places the use: where the node that saw it placed it, or here.
+func (r *travel) locate(o obs) (Place, bool) {
+	if o.place != nil {
+		return *o.place, true
+	}
+	return r.geo.Locate(o.addr)
+}
+
+// useTime is when the use happened: now, or a sighting's time.
+func (o *obs) useTime() int64 {
+	if o.remote {
+		return o.at
+	}
+	return o.now
+}
+
 // journey is the distance between the reference and the current place,
-// and the speed it takes: the distance less both accuracy radii, over at
-// least a minute.
-func (r *travel) journey(st []uint64, o obs) (km, kmh float64) {
+// and the speed it takes: the distance less both accuracy radii, over the
+// time between the uses at t and the reference (at least a minute).
+func (r *travel) journey(st []uint64, t int64) (km, kmh float64) {
 	lat1, lon1 := unpackPos(st[tRefPos])
 	lat2, lon2 := unpackPos(st[tCurPos])
 	km = haversine(lat1, lon1, lat2, lon2)
 	rad := float64(math.Float32frombits(uint32(st[tRefRad]))) +
 		float64(math.Float32frombits(uint32(st[tCurRad])))
-	dt := max(o.now-int64(st[tRefTime]), minJourney)
+	dt := max(absDiff(t, int64(st[tRefTime])), minJourney)
 	return km, max(0, km-rad) / (float64(dt) / float64(time.Hour))
+}
+
+func absDiff(a, b int64) int64 {
+	if a < b {
+		return b - a
+	}
+	return a - b
 }
 
 func (r *travel) detail(st []uint64, o obs) string {
@@ -97,9 +129,13 @@ func (r *travel) detail(st []uint64, o obs) string {
 	bePutUint64(a[:8], st[tRefAddr])
 	bePutUint64(a[8:], st[tRefAddr+1])
 	from, _ := r.geo.Locate(netip.AddrFrom16(a).Unmap())
-	to, _ := r.geo.Locate(o.addr)
-	km, _ := r.journey(st, o)
-	dt := time.Duration(o.now - int64(st[tRefTime])).Round(time.Second)
+	to, _ := r.locate(o)
+	t := o.useTime()
+	if t < int64(st[tRefTime]) {
+		from, to = to, from // a sighting that arrived late was the first use
+	}
+	km, _ := r.journey(st, t)
+	dt := time.Duration(absDiff(t, int64(st[tRefTime]))).Round(time.Second)
 	return fmt.Sprintf("%v -> %v: %.0f km in %v", from, to, km, dt)
 }
 
