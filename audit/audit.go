@@ -53,6 +53,11 @@ type Options struct {
 	// ErrQueueFull. Default DefaultMaxQueue.
 	MaxQueue int
 
+	// Share keeps what a cluster needs to share events between nodes:
+	// an index of event ids, for Import, and of the events recorded here,
+	// for ShareEvents.
+	Share bool
+
 	// beforeCommit, for tests, runs in the event writer before each
 	// commit.
 	beforeCommit func()
@@ -82,6 +87,10 @@ type Log struct {
 
 	events       eventQueue
 	beforeCommit func()
+	share        bool
+	shareWake    chan struct{} // an event recorded here was committed
+	shareStarted atomic.Bool
+	importMu     sync.Mutex // one Import at a time: each reads the ids before it writes
 
 	seed    maphash.Seed
 	shards  [numShards]shard
@@ -142,6 +151,8 @@ func Open(db *badger.DB, opts Options) (*Log, error) {
 	}
 	l.events.init(orDefault(opts.MaxQueue, DefaultMaxQueue))
 	l.beforeCommit = opts.beforeCommit
+	l.share = opts.Share
+	l.shareWake = make(chan struct{}, 1)
 	l.hooks.init()
 
 	openDBs.Lock()

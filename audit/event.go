@@ -218,10 +218,11 @@ func decodeEvent(v []byte) (ev Event, webhook string, js []byte, err error) {
 
 // queued is an event on its way to the disk.
 type queued struct {
-	pos  uint64
-	ev   *Event
-	val  []byte
-	done chan error // durable only
+	pos      uint64
+	ev       *Event
+	val      []byte
+	done     chan error // durable only
+	imported bool       // from another node (Import)
 }
 
 // eventQueue hands events from Record to the writer, in pos order.
@@ -329,6 +330,12 @@ func (l *Log) commitEvents(batch []*queued) {
 		if q.ev.Webhook != "" {
 			add(indexKey(evHookPrefix, hash8(q.ev.Webhook), q.pos), nil)
 		}
+		if l.share {
+			add(idKey(q.ev.ID), binary.BigEndian.AppendUint64(nil, q.pos))
+			if !q.imported {
+				add(ownKey(q.pos), nil)
+			}
+		}
 	}
 	err := commitAll(l.db, entries)
 	lost := 0
@@ -343,9 +350,17 @@ func (l *Log) commitEvents(batch []*queued) {
 		l.log.Error("storing detection events failed", zap.Int("lost", lost), zap.Error(err))
 		return
 	}
+	own := false
 	for i, q := range batch {
 		if q.ev.Webhook != "" && (i == 0 || q.ev.Webhook != batch[i-1].ev.Webhook) {
 			l.hooks.wake(q.ev.Webhook)
+		}
+		own = own || !q.imported
+	}
+	if own && l.share {
+		select {
+		case l.shareWake <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -22,9 +22,15 @@ import (
 // Record was called, and committed in that order, so a cursor holding the
 // last pos read never skips an event committed later.
 //
-// Webhook delivery:
+// With Options.Share (a cluster), written with the event, same TTL:
+//
+//	ei/ <h16(event id)> -> pos BE: an event with this id is stored (Import skips it)
+//	eo/ <pos BE>        -> empty: an event recorded here, not imported, for ShareEvents
+//
+// Webhook delivery, and the cluster's:
 //
 //	wh/ <h16(url)> -> pos BE of the last event delivered (TTL History)
+//	ec/            -> pos BE of the last event ShareEvents handed over (TTL History)
 //
 // Usage, rewritten on every flush that saw the token, TTL last use plus
 // History:
@@ -41,6 +47,9 @@ const (
 	evTokenPrefix = "et/"
 	evHookPrefix  = "ew/"
 	cursorPrefix  = "wh/"
+	evIDPrefix    = "ei/"
+	evOwnPrefix   = "eo/"
+	shareCursor   = "ec/"
 	usagePrefix   = "us/"
 	usageSubIndex = "ux/"
 )
@@ -69,6 +78,15 @@ func indexKey(prefix string, h h8, pos uint64) []byte {
 	k = append(k, prefix...)
 	k = append(k, h[:]...)
 	return binary.BigEndian.AppendUint64(k, pos)
+}
+
+func idKey(id string) []byte {
+	h := hash16(id)
+	return append([]byte(evIDPrefix), h[:]...)
+}
+
+func ownKey(pos uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(evOwnPrefix), pos)
 }
 
 func cursorKey(url string) []byte {
