@@ -42,6 +42,10 @@ type Engine interface {
 	Connected() bool
 	Pending() int64
 	AppliedTotal() uint64
+	// Channel returns a channel of messages shared between the nodes
+	// beside the revocation list (see Channel). The engine must have
+	// been started; the channel stops with it.
+	Channel(name string, o ChannelOptions) (Channel, error)
 	// Close stops the background work and the connections. Changes made
 	// on the store afterwards still go to the outbox, to be published by
 	// the next engine started on it.

@@ -19,6 +19,7 @@ import (
 //	cs/origin                     -> this store's origin id, random, made once
 //	cs/seq                        -> the highest seq published, a floor for seq after a restart
 //	cs/pub                        -> the highest publish number p given out
+//	cp/ <channel name>            -> stream id of the last message a durable channel's tail handled
 //
 // seq numbers changes in Append order. p numbers them in the order the
 // publisher sends them (the log's order); Redis remembers the last p it

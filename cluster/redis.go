@@ -108,6 +108,7 @@ type Redis struct {
 	holdPublish atomic.Bool // tests: keep changes in the outbox
 	pruneAfter  int64       // pruneAfter; tests change it
 
+	ctx       context.Context // of the goroutines, cancelled by Close
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -155,7 +156,7 @@ func NewRedis(o Options) (*Redis, error) {
 	uo.Protocol = 2    // RESP2: Redis 5 has no HELLO
 	uo.DisableIdentity = true
 	uo.DialerRetries = 1 // the loops retry, with backoff
-	uo.PoolSize = 4      // one blocked reader, one publisher, the rest for checks
+	uo.PoolSize = 8      // blocked readers (the log, two channels), publishers, checks
 	r := &Redis{
 		opts:       o,
 		log:        o.Logger,
@@ -252,7 +253,7 @@ func (r *Redis) Start(store Store) error {
 	r.log.Info("cluster replication starting", zap.String("node", r.opts.Node), zap.String("prefix", r.opts.Prefix),
 		zap.String("origin", r.origin), zap.Int64("pending", r.pending.Load()), zap.String("position", r.pos.ID))
 	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
+	r.ctx, r.cancel = ctx, cancel
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); r.publishLoop(ctx) }()
 	go func() { defer r.wg.Done(); r.tailLoop(ctx) }()

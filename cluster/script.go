@@ -12,6 +12,7 @@ import "github.com/redis/go-redis/v9"
 //	{prefix}:epoch  random id, set (NX) by the first node that finds it missing
 //	{prefix}:n      the counter in n: consecutive, so a gap tells a reader the log was trimmed past it
 //	{prefix}:orig   hash: origin id -> "<p> <stream id>" of the last change run for that origin
+//	{prefix}:<name> a channel's stream (see Channel): fields o (origin id), node (name), d (message)
 const (
 	kLog = iota
 	kLive
