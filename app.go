@@ -282,12 +282,19 @@ func (a *App) open(grace time.Duration) (*openStore, error) {
 				zap.Duration("sync_timeout", timeout), zap.Error(err))
 		}
 	}
-	log, err := audit.Open(s.DB(), audit.Options{History: time.Duration(a.History), Logger: a.logger.Named("audit")})
+	log, err := audit.Open(s.DB(), audit.Options{History: time.Duration(a.History), Logger: a.logger.Named("audit"), Share: o.engine != nil})
 	if err != nil {
 		_ = o.Destruct()
 		return nil, err
 	}
 	o.log = log
+	if o.engine != nil {
+		// Detection events and sightings, beside the list (share.go).
+		if o.share, err = startShare(a.dir, o.engine, log, a.logger.Named("cluster")); err != nil {
+			_ = o.Destruct()
+			return nil, fmt.Errorf("cluster: %v", err)
+		}
+	}
 	a.logger.Info("revocation store opened", zap.String("dir", a.dir), zap.Bool("cluster", o.engine != nil))
 	return o, nil
 }
@@ -313,6 +320,7 @@ type openStore struct {
 	*revocation.Store
 	log     *audit.Log     // nil until open
 	engine  cluster.Engine // nil without a cluster
+	share   *share         // nil without a cluster
 	cluster *Cluster       // the settings it was opened with
 }
 

@@ -401,6 +401,7 @@ func (h *Handler) provisionDetect() error {
 	if err != nil {
 		return fmt.Errorf("detect: %v", err)
 	}
+	cfg.Sightings = h.sharesSightings() // share.go
 	if h.detector, err = detect.New(cfg); err != nil {
 		return fmt.Errorf("detect: %v", err)
 	}
@@ -411,6 +412,9 @@ func (h *Handler) provisionDetect() error {
 		h.app.useWebhook(c.Webhook)
 	}
 	trackDetector(h.detector, true)
+	if cfg.Sightings {
+		joinSharing(h)
+	}
 	return nil
 }
 
@@ -421,6 +425,7 @@ func (h *Handler) provisionDetect() error {
 func (h *Handler) cleanupDetect() {
 	if h.detector != nil {
 		trackDetector(h.detector, false)
+		leaveSharing(h)
 	}
 }
 
@@ -483,6 +488,9 @@ func (h *Handler) watch(r *http.Request, tok *verifier.Token) *verifier.Error {
 		})
 	}
 	v := h.detector.Observe(&req)
+	if v.NewNetwork {
+		h.shareSighting(&req, tok, v) // share.go: a queued message, never a wait
+	}
 	if v.Findings == nil {
 		return nil
 	}
@@ -492,6 +500,13 @@ func (h *Handler) watch(r *http.Request, tok *verifier.Token) *verifier.Error {
 // act applies what the rules found: the strongest action, one event per
 // new finding, a revocation when the action asks for one. The rare path.
 func (h *Handler) act(tok *verifier.Token, req *detect.Request, v detect.Verdict) *verifier.Error {
+	return h.actOn(req, tok.ExpiresAt(), v, nil)
+}
+
+// actOn is act for the token of req, whose exp is exp: also for a use
+// another node of the cluster saw (share.go), with no request to refuse.
+// eventID, when not nil, gives each event's id (random otherwise).
+func (h *Handler) actOn(req *detect.Request, exp time.Time, v detect.Verdict, eventID func(rule string) string) *verifier.Error {
 	strongest := v.Strongest()
 	var refusal *verifier.Error
 	switch {
@@ -510,8 +525,11 @@ func (h *Handler) act(tok *verifier.Token, req *detect.Request, v detect.Verdict
 			Issuer: req.Issuer, Subject: req.Subject, ClientIP: req.ClientIP,
 			UserAgent: req.UserAgent, Detail: f.Detail, Webhook: h.Detect.Webhook,
 		}
+		if eventID != nil {
+			ev.ID = eventID(f.Rule)
+		}
 		if f.Action >= detect.Revoke {
-			id, err := h.revokeFor(tok, &f)
+			id, err := h.revokeFor(req, exp, &f)
 			if err != nil {
 				// The thief's request is refused all the same; the next
 				// one fires again only after the quiet period, so say so.
@@ -531,38 +549,44 @@ func (h *Handler) act(tok *verifier.Token, req *detect.Request, v detect.Verdict
 			h.logger.Error("detection event not recorded", zap.String("token_id", req.TokenID), zap.Error(logErr))
 			continue
 		}
-		// An event whose action revoked is on disk before the answer.
-		if _, err := log.Record(ev, f.Action >= detect.Revoke); err != nil {
+		var err error
+		if ev.ID != "" {
+			_, _, err = log.RecordOnce(ev) // another node may have recorded it
+		} else {
+			// An event whose action revoked is on disk before the answer.
+			_, err = log.Record(ev, f.Action >= detect.Revoke)
+		}
+		if err != nil {
 			h.logger.Error("detection event not recorded", zap.String("token_id", req.TokenID), zap.Error(err))
 		}
 	}
 	return refusal
 }
 
-// revokeFor stores the revocations a revoke or revoke_subject finding asks
-// for, durable before it returns, and gives the id of the one the event
-// names. revoke_subject also revokes the firing token itself: a subject
-// entry matches tokens issued before the second it was made, which a
-// token from an issuer whose clock runs ahead (within the leeway) is not.
+// revokeFor stores the revocations a revoke or revoke_subject finding on
+// req's token (exp its exp) asks for, durable before it returns, and
+// gives the id of the one the event names. revoke_subject also revokes
+// the firing token itself: a subject entry matches tokens issued before
+// the second it was made, which a token from an issuer whose clock runs
+// ahead (within the leeway) is not.
 // A token without iss gets no subject entry: one without iss would log out
 // that sub at every issuer.
-func (h *Handler) revokeFor(tok *verifier.Token, f *detect.Finding) (string, error) {
+func (h *Handler) revokeFor(req *detect.Request, exp time.Time, f *detect.Finding) (string, error) {
 	store, err := h.app.Store()
 	if err != nil {
 		return "", err
 	}
 	reason := "detect " + f.Rule + ": " + f.Detail
-	exp := tok.ExpiresAt()
-	stored, _, err := store.Add(revocation.Entry{TokenID: tok.ID, ExpiresAt: &exp, Reason: reason})
+	stored, _, err := store.Add(revocation.Entry{TokenID: req.TokenID, ExpiresAt: &exp, Reason: reason})
 	if err != nil || f.Action != detect.RevokeSubject {
 		return stored.ID, err
 	}
-	if tok.Subject == "" || tok.Issuer == "" {
+	if req.Subject == "" || req.Issuer == "" {
 		h.logger.Warn("revoke_subject revoked only the token: it has no iss and sub to log out everywhere",
-			zap.String("token_id", tok.ID), zap.String("detector", f.Rule))
+			zap.String("token_id", req.TokenID), zap.String("detector", f.Rule))
 		return stored.ID, nil
 	}
-	e := revocation.Entry{Subject: tok.Subject, Issuer: tok.Issuer, Reason: reason}
+	e := revocation.Entry{Subject: req.Subject, Issuer: req.Issuer, Reason: reason}
 	if h.MaxLifetime > 0 {
 		// No token it matches can outlive this: let it go by itself.
 		x := time.Now().Add(time.Duration(h.MaxLifetime))
