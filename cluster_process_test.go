@@ -252,7 +252,6 @@ func TestClusterOfProcesses(t *testing.T) {
 		b.eventually(t, "before the wipe", tok, "401 revoked")
 		want := len(a.list(t))
 		rds.Wipe()
-		rds.Start()
 		c := newClusterNode(t, "c", 18093, 12093, rds.URL(), "jwtguard")
 		deadline := time.Now().Add(15 * time.Second)
 		for {

@@ -132,7 +132,7 @@ func seedLog(b *testing.B, srv *redisServer, o Options, n int) {
 	defer writer.Close()
 	writer.origin = "seeder"
 	ctx := context.Background()
-	epoch, err := srv.client().Get(ctx, writer.keys[kEpoch]).Result()
+	epoch, err := srv.Client().Get(ctx, writer.keys[kEpoch]).Result()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func seedLog(b *testing.B, srv *redisServer, o Options, n int) {
 			}
 			entries = append(entries, e)
 		}
-		pipe := srv.client().Pipeline()
+		pipe := srv.Client().Pipeline()
 		for k := range entries {
 			change, _ := json.Marshal(revocation.Change{Entry: entries[k]})
 			args, err := writer.scriptArgs(epoch, "put", "0", "0", &entries[k], change)

@@ -122,7 +122,7 @@ func TestChannelSendWhileRedisIsAway(t *testing.T) {
 	ca.Send([]byte("before"))
 	inb.wait(t, 1, "[a:before]")
 
-	srv.signal(syscall.SIGSTOP) // answers nothing: sends must not wait
+	srv.Signal(syscall.SIGSTOP) // answers nothing: sends must not wait
 	start := time.Now()
 	for i := range 3 {
 		ca.Send(fmt.Appendf(nil, "p%d", i))
@@ -131,16 +131,16 @@ func TestChannelSendWhileRedisIsAway(t *testing.T) {
 		t.Errorf("3 sends with Redis paused took %v", d)
 	}
 	time.Sleep(300 * time.Millisecond)
-	srv.signal(syscall.SIGCONT)
+	srv.Signal(syscall.SIGCONT)
 	inb.wait(t, 4, "[a:before a:p0 a:p1 a:p2]")
 
 	// Down, then back empty: B's position is past the stream's end.
-	srv.stop()
+	srv.Kill()
 	for i := range 8 {
 		ca.Send(fmt.Appendf(nil, "m%d", i))
 	}
 	time.Sleep(200 * time.Millisecond)
-	srv.start()
+	srv.Start()
 	waitFor(t, 10*time.Second, "the messages after Redis returned", func() bool {
 		l := inb.list()
 		return l[len(l)-1] == "a:m7"
@@ -166,7 +166,7 @@ func TestChannelTrimsAndNames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := srv.client().XLen(context.Background(), "{jwtguard}:events").Val(); n != 10 {
+	if n := srv.Client().XLen(context.Background(), "{jwtguard}:events").Val(); n != 10 {
 		t.Errorf("the stream holds %d messages, want 10", n)
 	}
 	for _, name := range []string{"", "log", "live", "epoch"} {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jwtguard/caddy-jwtguard/revocation"
+
+	"github.com/jwtguard/caddy-jwtguard/internal/redistest"
 )
 
 // everyKind is one entry of each kind, and a token each one refuses.
@@ -146,7 +148,7 @@ func TestRedisDownQueuesInOrder(t *testing.T) {
 	before := a.add(revocation.Entry{JTI: "before"})
 	waitFor(t, 5*time.Second, "B to have the first entry", func() bool { return b.has(before.ID) })
 
-	srv.stop()
+	srv.Kill()
 	// One entry put, deleted and put again; another put and deleted: only
 	// the order gets B to the same end.
 	x := revocation.Entry{JTI: "x", ExpiresAt: hours(1)}
@@ -173,7 +175,7 @@ func TestRedisDownQueuesInOrder(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "A to notice Redis is down", func() bool { return !a.eng.Connected() })
 
-	srv.restart()
+	srv.Restart()
 	waitFor(t, 10*time.Second, "the queued writes to reach B", func() bool {
 		return b.has(xid) && !b.has(yid) && !b.has(before.ID)
 	})
@@ -184,7 +186,7 @@ func TestRedisDownQueuesInOrder(t *testing.T) {
 	waitFor(t, 5*time.Second, "A's outbox to empty", func() bool { return a.eng.Pending() == 0 && a.eng.Connected() })
 
 	// The log has A's changes to x in the order they were made.
-	msgs, err := srv.client().XRange(context.Background(), "{jwtguard}:log", "-", "+").Result()
+	msgs, err := srv.Client().XRange(context.Background(), "{jwtguard}:log", "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +209,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	a := newNode(t, srv, "a", nil)
 	b := newNode(t, srv, "b", nil)
 
-	srv.stop()
+	srv.Kill()
 	var ids []string
 	for i := range 3 {
 		ids = append(ids, a.add(revocation.Entry{JTI: fmt.Sprintf("queued-%d", i)}).ID)
@@ -226,7 +228,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 			t.Fatalf("A lost %s", id)
 		}
 	}
-	srv.restart()
+	srv.Restart()
 	waitFor(t, 10*time.Second, "the queued writes to reach B", func() bool {
 		for _, id := range ids {
 			if !b.has(id) {
@@ -244,7 +246,7 @@ func TestRedisPaused(t *testing.T) {
 	a := newNode(t, srv, "a", nil)
 	b := newNode(t, srv, "b", nil)
 
-	srv.signal(syscall.SIGSTOP)
+	srv.Signal(syscall.SIGSTOP)
 	var ids []string
 	var slowest time.Duration
 	for i := range 10 {
@@ -266,7 +268,7 @@ func TestRedisPaused(t *testing.T) {
 	if b.has(ids[0]) {
 		t.Fatal("B got a change through a paused Redis")
 	}
-	srv.signal(syscall.SIGCONT)
+	srv.Signal(syscall.SIGCONT)
 	waitFor(t, 10*time.Second, "the writes to reach B after SIGCONT", func() bool {
 		for _, id := range ids {
 			if !b.has(id) {
@@ -292,17 +294,17 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	waitSame(t, 5*time.Second, a, b)
 	oldEpoch := a.eng.Status().Applied
 
-	srv.stop()
+	srv.Kill()
 	queued := a.add(revocation.Entry{KeyID: "queued"}).ID
 	a.del(ids[0]) // B still holds it, and must not bring it back
-	srv.restart() // empty
+	srv.Restart() // empty
 
 	waitFor(t, 10*time.Second, "B to get the queued write", func() bool { return b.has(queued) && !b.has(ids[0]) })
 	waitSame(t, 5*time.Second, a, b)
 	if a.eng.Status().Applied == oldEpoch {
 		t.Error("A's position did not move to the new log")
 	}
-	live, err := srv.client().HLen(context.Background(), "{jwtguard}:live").Result()
+	live, err := srv.Client().HLen(context.Background(), "{jwtguard}:live").Result()
 	if err != nil || live != 6 {
 		t.Errorf("Redis's live set has %d entries (err %v), want 6", live, err)
 	}
@@ -339,7 +341,7 @@ func TestSnapshotWhenTrimmed(t *testing.T) {
 		made = append(made, a.add(revocation.Entry{JTI: fmt.Sprintf("new-%d", i)}).ID)
 	}
 	waitFor(t, 5*time.Second, "A to publish", func() bool { return a.eng.Pending() == 0 })
-	if n, _ := srv.client().XLen(context.Background(), "{jwtguard}:log").Result(); n > 10 {
+	if n, _ := srv.Client().XLen(context.Background(), "{jwtguard}:log").Result(); n > 10 {
 		t.Fatalf("the log keeps %d entries, want at most 10", n)
 	}
 
@@ -380,7 +382,7 @@ func TestPrefixesSeparateClusters(t *testing.T) {
 	if b1.has(y) || a1.has(y) || b2.has(x) || a2.has(x) {
 		t.Errorf("an entry crossed clusters: one=%v/%v two=%v/%v", a1.ids(), b1.ids(), a2.ids(), b2.ids())
 	}
-	keys, _ := srv.client().Keys(context.Background(), "*").Result()
+	keys, _ := srv.Client().Keys(context.Background(), "*").Result()
 	for _, k := range keys {
 		if k[:5] != "{one}" && k[:5] != "{two}" {
 			t.Errorf("key %q outside the prefixes' hash tags", k)
@@ -405,7 +407,7 @@ func TestOwnPendingChangeWins(t *testing.T) {
 	a.add(revocation.Entry{JTI: "x", ExpiresAt: hours(2)}) // reaches the log before B's delete
 	a.del(y)                                               // reaches the log before B's put
 	waitFor(t, 5*time.Second, "A to publish", func() bool { return a.eng.Pending() == 0 })
-	end, err := srv.client().XRevRangeN(context.Background(), "{jwtguard}:log", "+", "-", 1).Result()
+	end, err := srv.Client().XRevRangeN(context.Background(), "{jwtguard}:log", "+", "-", 1).Result()
 	if err != nil || len(end) != 1 {
 		t.Fatal(end, err)
 	}
@@ -479,8 +481,8 @@ func TestCloseIsQuick(t *testing.T) {
 // Against a Redis Cluster (several URLs), every key of a prefix is in one
 // slot, so the script runs, and replication works as with one server.
 func TestRedisCluster(t *testing.T) {
-	urls := startRedisCluster(t)
-	srv := &redisServer{t: t}
+	urls := redistest.StartCluster(t)
+	var srv *redisServer // the cluster's URLs replace a single server's
 	useCluster := func(o *Options) { o.URLs = urls }
 	a := newNode(t, srv, "a", useCluster)
 	b := newNode(t, srv, "b", useCluster)
@@ -506,20 +508,20 @@ func TestRedisWentBack(t *testing.T) {
 	b := newNode(t, srv, "b", nil)
 	a.add(revocation.Entry{JTI: "kept"})
 	waitSame(t, 5*time.Second, a, b)
-	srv.stop()
-	backup := srv.saveData()
-	srv.start()
+	srv.Kill()
+	backup := srv.SaveData()
+	srv.Start()
 
 	a.add(revocation.Entry{JTI: "lost-1"})
 	b.add(revocation.Entry{JTI: "lost-2"})
 	waitSame(t, 5*time.Second, a, b)
 	waitFor(t, 5*time.Second, "both to publish", func() bool { return a.eng.Pending() == 0 && b.eng.Pending() == 0 })
 
-	srv.stop()
-	srv.restoreData(backup)
-	srv.start()
+	srv.Kill()
+	srv.RestoreData(backup)
+	srv.Start()
 	waitFor(t, 10*time.Second, "Redis's live set to have every entry again", func() bool {
-		n, _ := srv.client().HLen(context.Background(), "{jwtguard}:live").Result()
+		n, _ := srv.Client().HLen(context.Background(), "{jwtguard}:live").Result()
 		return n == 3
 	})
 	c := newNode(t, srv, "c", nil)
@@ -549,13 +551,13 @@ func TestBigEntriesBacklog(t *testing.T) {
 // replicate as with one server.
 func TestSentinel(t *testing.T) {
 	srv := startRedis(t, false)
-	url := startSentinel(t, srv)
+	url := redistest.StartSentinel(t, srv)
 	viaSentinel := func(o *Options) { o.URLs = []string{url} }
 	a := newNode(t, srv, "a", viaSentinel)
 	b := newNode(t, srv, "b", viaSentinel)
 	x := a.add(revocation.Entry{JTI: "via-sentinel"}).ID
 	waitFor(t, 5*time.Second, "B to get the entry", func() bool { return b.has(x) })
-	if n, _ := srv.client().XLen(context.Background(), "{jwtguard}:log").Result(); n != 1 {
+	if n, _ := srv.Client().XLen(context.Background(), "{jwtguard}:log").Result(); n != 1 {
 		t.Errorf("the master's log has %d entries, want 1", n)
 	}
 }

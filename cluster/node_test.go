@@ -29,8 +29,12 @@ type node struct {
 
 // testOptions are fast for tests: short reads and backoffs.
 func testOptions(srv *redisServer, name string) Options {
+	var urls []string
+	if srv != nil {
+		urls = []string{srv.URL()}
+	}
 	return Options{
-		URLs:          []string{srv.url()},
+		URLs:          urls,
 		Node:          name,
 		Timeout:       time.Second,
 		Block:         200 * time.Millisecond,

@@ -12,14 +12,14 @@ import (
 // The publish script on its own: what it appends, skips and deduplicates.
 func TestPublishScript(t *testing.T) {
 	srv := startRedis(t, false)
-	r, err := NewRedis(Options{URLs: []string{srv.url()}, Node: "n"})
+	r, err := NewRedis(Options{URLs: []string{srv.URL()}, Node: "n"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	r.origin = "o1"
 	ctx := context.Background()
-	c := srv.client()
+	c := srv.Client()
 	if err := c.Set(ctx, r.keys[kEpoch], "e1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
