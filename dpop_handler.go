@@ -245,6 +245,9 @@ func (h *Handler) proofRequest(r *http.Request, raw, jkt string) dpop.Request {
 		if orig.Method != "" {
 			req.Method = orig.Method // the method directive may have changed it
 		}
+		if orig.Host != "" {
+			req.Host = orig.Host // and request_header the Host
+		}
 	case r.URL != nil:
 		req.Path = r.URL.EscapedPath()
 	}

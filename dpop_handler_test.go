@@ -347,15 +347,18 @@ func TestDPoPOriginalURL(t *testing.T) {
 		orig.URL = &u
 		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.OriginalRequestCtxKey, orig))
 		r.URL.Path = "/internal/orders"
+		r.Host = "backend.internal" // a Host rewrite (request_header Host ...) must not matter either
 		return r
 	}
 	if _, up, _, err := serve(h, rewritten(alice.proof(t, "GET", apiURL, bound))); err != nil || !up.called {
 		t.Fatalf("proof for the URL the client sent refused after a rewrite: %v", err)
 	}
-	if _, _, repl, err := serve(h, rewritten(alice.proof(t, "GET", "https://api.example.com/internal/orders", bound))); err == nil {
-		t.Fatal("proof for the rewritten URL accepted")
-	} else if got, _ := repl.GetString("http.auth.jwt.error"); got != "dpop" {
-		t.Fatalf("proof for the rewritten URL: %q", got)
+	for _, u := range []string{"https://api.example.com/internal/orders", "https://backend.internal/orders/42"} {
+		if _, _, repl, err := serve(h, rewritten(alice.proof(t, "GET", u, bound))); err == nil {
+			t.Fatalf("proof for the rewritten URL %s accepted", u)
+		} else if got, _ := repl.GetString("http.auth.jwt.error"); got != "dpop" {
+			t.Fatalf("proof for the rewritten URL %s: %q", u, got)
+		}
 	}
 }
 
