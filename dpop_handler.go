@@ -122,8 +122,10 @@ func (h *Handler) provisionBinding() error {
 			return err
 		}
 		cfg := h.DPoP.config()
-		cfg.Replay = sharedReplay()
-		cfg.Nonces = sharedNonces()
+		// With a cluster (known once the store opens), proofs and nonces
+		// are the whole cluster's; the process's own serve until then.
+		cfg.Replay = &clusterReplay{local: sharedReplay(), shared: h.clusterShared, log: h.logger}
+		cfg.Nonces = &clusterNonces{local: sharedNonces(), shared: h.clusterShared}
 		v, err := dpop.New(cfg)
 		if err != nil {
 			return err

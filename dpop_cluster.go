@@ -1,0 +1,111 @@
+package jwtguard
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/jwtguard/caddy-jwtguard/dpop"
+)
+
+// sharedOnce is what a cluster engine offers DPoP: a replay cache and a
+// nonce key common to every node (cluster.Redis has both).
+type sharedOnce interface {
+	SeenOnce(key string, until time.Time) (bool, error)
+	SharedSecret(name string, n int) ([]byte, error)
+}
+
+func (h *Handler) clusterShared() sharedOnce {
+	if h.app == nil {
+		return nil
+	}
+	s, _ := h.app.engine().(sharedOnce)
+	return s
+}
+
+// clusterReplay spends a proof's jti on this node, then, with a cluster,
+// on every node: a proof replayed on another node is refused too. While
+// Redis cannot answer, this node's cache alone decides (as requests go on
+// from each node's own revocation list), and a warning says so.
+type clusterReplay struct {
+	local  dpop.ReplayCache
+	shared func() sharedOnce
+	log    *zap.Logger
+	warned atomic.Int64 // unix seconds of the last warning
+}
+
+func (c *clusterReplay) Seen(jti string, until time.Time) (bool, error) {
+	first, err := c.local.Seen(jti, until)
+	if err != nil || !first {
+		return first, err
+	}
+	s := c.shared()
+	if s == nil {
+		return true, nil
+	}
+	first, err = s.SeenOnce("dpop:"+jti, until)
+	if err != nil {
+		if now := time.Now().Unix(); c.warned.Swap(now) < now-60 {
+			c.log.Warn("DPoP replay cache: the cluster cannot answer; proofs are checked against this node's cache only", zap.Error(err))
+		}
+		return true, nil
+	}
+	return first, nil
+}
+
+// clusterNonces issues and accepts nonces under a key shared by every node
+// once the cluster has one, and under this process's key until then (and
+// accepts both, so that nonces handed out meanwhile stay good).
+type clusterNonces struct {
+	local  *dpop.Nonces
+	shared func() sharedOnce
+
+	mu     sync.Mutex
+	common atomic.Pointer[dpop.Nonces]
+	tried  time.Time
+}
+
+func (n *clusterNonces) source() *dpop.Nonces {
+	if c := n.common.Load(); c != nil {
+		return c
+	}
+	s := n.shared()
+	if s == nil {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c := n.common.Load(); c != nil {
+		return c
+	}
+	if time.Since(n.tried) < 5*time.Second { // not a Redis call per request while it is away
+		return nil
+	}
+	n.tried = time.Now()
+	secret, err := s.SharedSecret("dpop-nonce", dpop.MinNonceSecretLength)
+	if err != nil {
+		return nil
+	}
+	c, err := dpop.NewNonces(secret, nil)
+	if err != nil {
+		return nil
+	}
+	n.common.Store(c)
+	return c
+}
+
+func (n *clusterNonces) Nonce() string {
+	if c := n.source(); c != nil {
+		return c.Nonce()
+	}
+	return n.local.Nonce()
+}
+
+func (n *clusterNonces) Check(nonce string) bool {
+	if c := n.source(); c != nil && c.Check(nonce) {
+		return true
+	}
+	return n.local.Check(nonce)
+}

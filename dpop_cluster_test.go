@@ -1,0 +1,82 @@
+package jwtguard
+
+import (
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/jwtguard/caddy-jwtguard/cluster"
+	"github.com/jwtguard/caddy-jwtguard/dpop"
+	"github.com/jwtguard/caddy-jwtguard/internal/redistest"
+	"github.com/jwtguard/caddy-jwtguard/revocation"
+)
+
+// clusterHandler is a dpop handler of a node whose store replicates
+// through rds, as App.open wires it.
+func clusterHandler(t *testing.T, rds *redistest.Server, node string) *Handler {
+	t.Helper()
+	eng, err := cluster.NewRedis(cluster.Options{URLs: []string{rds.URL()}, Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := revocation.Open(t.TempDir(), revocation.Options{Journal: eng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(s); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close(); s.Close() })
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop {\n  nonce\n }\n}", s)
+	h.app.hold.opened.Store(&openStore{Store: s, engine: eng})
+	// Each node is its own process: its own local replay cache and nonce
+	// key, not this test process's shared ones.
+	own, err := dpop.NewNonces(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := h.DPoP.config()
+	cfg.Replay = &clusterReplay{local: dpop.NewReplayCache(0, nil), shared: h.clusterShared, log: h.logger}
+	cfg.Nonces = &clusterNonces{local: own, shared: h.clusterShared}
+	if h.proofs, err = dpop.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// With a cluster, a proof spent on one node is spent on all, and a nonce
+// one node hands out is good on the others.
+func TestDPoPAcrossCluster(t *testing.T) {
+	rds := redistest.Start(t, false)
+	a, b := clusterHandler(t, rds, "a"), clusterHandler(t, rds, "b")
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
+
+	// A hands out a nonce; B takes it.
+	w, _, _, err := serve(a, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)))
+	nonce := w.Header().Get("DPoP-Nonce")
+	if err == nil || nonce == "" {
+		t.Fatalf("a proof without a nonce on A: %v, DPoP-Nonce %q", err, nonce)
+	}
+	proof := alice.proof(t, "GET", apiURL, bound, "nonce", nonce)
+	if _, up, _, err := serve(b, dpopRequest("DPoP "+bound, proof)); err != nil || !up.called {
+		t.Fatalf("B refused a nonce A handed out: %v", err)
+	}
+	// The proof B accepted, replayed on A.
+	_, up, repl, err := serve(a, dpopRequest("DPoP "+bound, proof))
+	if code, _ := repl.GetString("http.auth.jwt.error"); err == nil || up.called || code != "dpop" {
+		t.Fatalf("a proof spent on B replayed on A: err %v, code %q", err, code)
+	}
+	// Redis away: each node's own cache still refuses its own replays,
+	// and fresh proofs pass.
+	rds.Kill()
+	fresh := alice.proof(t, "GET", apiURL, bound, "nonce", nonce)
+	if _, up, _, err := serve(a, dpopRequest("DPoP "+bound, fresh)); err != nil || !up.called {
+		t.Fatalf("a fresh proof with Redis down: %v", err)
+	}
+	if _, _, repl, err := serve(a, dpopRequest("DPoP "+bound, fresh)); err == nil {
+		t.Fatal("a replay on the same node with Redis down passed")
+	} else if code, _ := repl.GetString("http.auth.jwt.error"); code != "dpop" {
+		t.Fatalf("replay with Redis down: %q", code)
+	}
+}
