@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -210,5 +211,87 @@ func TestIntegrationMTLS(t *testing.T) {
 	// mallory's attempt (nothing is remembered between connections).
 	if status, body, _ := get(t, alice, "/opt/y", bound); status != 200 {
 		t.Errorf("alice after mallory: %d %q", status, body)
+	}
+}
+
+// TestIntegrationClientCertHeader: behind a proxy that ends TLS, the
+// client certificate arrives in an RFC 9440 Client-Cert header, believed
+// only when the connection comes from one of the server's trusted_proxies
+// and removed from everyone else's requests. The test's requests all come
+// from 127.0.0.1: trusted in the first config, not in the second.
+func TestIntegrationClientCertHeader(t *testing.T) {
+	aliceCert, aliceX5T := tlsCert(t, "alice", false)
+	otherCert, _ := tlsCert(t, "mallory", false)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"x5t#S256": aliceX5T}})
+	header := func(c tls.Certificate) string { return ":" + base64.StdEncoding.EncodeToString(c.Leaf.Raw) + ":" }
+	config := func(storage, trusted string) string {
+		return fmt.Sprintf(`
+	{
+		skip_install_trust
+		admin localhost:2999
+		http_port 9080
+		https_port 9443
+		grace_period 1ns
+		servers {
+			trusted_proxies static %s
+		}
+		jwtguard {
+			storage_dir %s
+		}
+	}
+	http://localhost:9080 {
+		jwtguard {
+			secret %s
+			mtls {
+				header Client-Cert
+			}
+		}
+		respond "ok {http.auth.jwt.binding} cert-header:{http.request.header.Client-Cert}"
+	}`, trusted, storage, testSecret)
+	}
+	get := func(cert string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://localhost:9080/", nil)
+		req.Header.Set("Authorization", "Bearer "+bound)
+		if cert != "" {
+			req.Header.Set("Client-Cert", cert)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b) + resp.Header.Get("WWW-Authenticate")
+	}
+	tester := caddytest.NewTester(t)
+	t.Cleanup(func() { unloadConfig(t) })
+
+	tester.InitServer(config(t.TempDir(), "127.0.0.0/8"), "caddyfile")
+	if code, body := get(header(aliceCert)); code != 200 || !strings.HasPrefix(body, "ok mtls") {
+		t.Errorf("a trusted proxy's Client-Cert with alice's certificate: %d %q", code, body)
+	}
+	if code, body := get(header(otherCert)); code != 401 || !strings.Contains(body, "invalid_token") {
+		t.Errorf("a trusted proxy's Client-Cert with another certificate: %d %q", code, body)
+	}
+	if code, _ := get(""); code != 401 {
+		t.Errorf("a trusted proxy without Client-Cert: %d", code)
+	}
+
+	tester.InitServer(config(t.TempDir(), "10.0.0.0/8"), "caddyfile")
+	if code, body := get(header(aliceCert)); code != 401 || !strings.Contains(body, "invalid_token") {
+		t.Errorf("an untrusted client's own Client-Cert with alice's certificate: %d %q, want 401 binding", code, body)
+	}
+	unbound := sign(t, jwt.MapClaims{"sub": "bob"})
+	req, _ := http.NewRequest("GET", "http://localhost:9080/", nil)
+	req.Header.Set("Authorization", "Bearer "+unbound)
+	req.Header.Set("Client-Cert", header(aliceCert))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasSuffix(strings.TrimSpace(string(b)), "cert-header:") {
+		t.Errorf("an untrusted client's Client-Cert reached the upstream: %d %q", resp.StatusCode, b)
 	}
 }
