@@ -35,6 +35,27 @@ type jwk struct {
 
 var strictB64 = base64.RawURLEncoding.Strict()
 
+// member returns where the JWK member name goes, nil for one not read.
+func (k *jwk) member(name string) *string {
+	switch name {
+	case "kty":
+		return &k.kty
+	case "crv":
+		return &k.crv
+	case "x":
+		return &k.x
+	case "y":
+		return &k.y
+	case "n":
+		return &k.n
+	case "e":
+		return &k.e
+	case "alg":
+		return &k.alg
+	}
+	return nil
+}
+
 // readJWK reads the members of a jwk header parameter.
 func readJWK(raw string) (jwk, *Error) {
 	var k jwk
@@ -49,23 +70,8 @@ func readJWK(raw string) (jwk, *Error) {
 				return k, errPrivateKey
 			}
 		}
-		var dst *string
-		switch m.Name {
-		case "kty":
-			dst = &k.kty
-		case "crv":
-			dst = &k.crv
-		case "x":
-			dst = &k.x
-		case "y":
-			dst = &k.y
-		case "n":
-			dst = &k.n
-		case "e":
-			dst = &k.e
-		case "alg":
-			dst = &k.alg
-		default:
+		dst := k.member(m.Name)
+		if dst == nil {
 			continue
 		}
 		if verifier.JSONKind(m.Raw) != 's' {
@@ -249,21 +255,8 @@ func Thumbprint(jwkJSON string) (string, error) {
 	}
 	var k jwk
 	for _, m := range members {
-		var dst *string
-		switch m.Name {
-		case "kty":
-			dst = &k.kty
-		case "crv":
-			dst = &k.crv
-		case "x":
-			dst = &k.x
-		case "y":
-			dst = &k.y
-		case "n":
-			dst = &k.n
-		case "e":
-			dst = &k.e
-		default:
+		dst := k.member(m.Name)
+		if dst == nil || m.Name == "alg" { // a thumbprint has no alg
 			continue
 		}
 		if verifier.JSONKind(m.Raw) != 's' {
