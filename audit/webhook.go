@@ -139,7 +139,7 @@ type deliverer struct {
 	wake    <-chan struct{}
 	log     *zap.Logger
 	index   []byte // ew/<h8(url)>
-	cursor  []byte // wh/<h16(url)>
+	cursor  string // wh/<h16(url)>
 }
 
 func newDeliverer(l *Log, u string, opts WebhookOptions, wake <-chan struct{}) *deliverer {
@@ -151,7 +151,7 @@ func newDeliverer(l *Log, u string, opts WebhookOptions, wake <-chan struct{}) *
 		poll:    orDefault(opts.Poll, time.Minute),
 		wake:    wake,
 		log:     l.log.With(zap.String("webhook", redactURL(u))),
-		cursor:  cursorKey(u),
+		cursor:  string(cursorKey(u)),
 	}
 	ix := indexKey(evHookPrefix, hash8(u), 0)
 	d.index = ix[:len(ix)-8]
@@ -318,32 +318,8 @@ func (d *deliverer) read(after uint64, n int) ([]pendingEvent, error) {
 	return out, err
 }
 
-func (d *deliverer) loadCursor() (uint64, error) {
-	var pos uint64
-	err := d.l.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(d.cursor)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return errCorrupt
-			}
-			pos = binary.BigEndian.Uint64(v)
-			return nil
-		})
-	})
-	return pos, err
-}
+// loadCursor and saveCursor keep the position of the last event
+// delivered, as the log keeps its other cursors (loadPos, savePos).
+func (d *deliverer) loadCursor() (uint64, error) { return d.l.loadPos(d.cursor) }
 
-// saveCursor persists the position of the last event delivered. It
-// expires History after its last save, by when every event it covers has
-// expired too.
-func (d *deliverer) saveCursor(pos uint64) error {
-	e := badger.NewEntry(d.cursor, binary.BigEndian.AppendUint64(nil, pos))
-	e.ExpiresAt = d.l.expiry(d.l.clock().Unix())
-	return d.l.db.Update(func(txn *badger.Txn) error { return txn.SetEntry(e) })
-}
+func (d *deliverer) saveCursor(pos uint64) error { return d.l.savePos(d.cursor, pos) }
