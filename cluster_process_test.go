@@ -3,7 +3,6 @@ package jwtguard_test
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,13 +25,8 @@ type clusterNode struct {
 
 func newClusterNode(t *testing.T, name string, sitePort, adminPort int, redisURL, prefix string) *clusterNode {
 	t.Helper()
-	s := procSite{
-		siteURL:   fmt.Sprintf("http://127.0.0.1:%d/", sitePort),
-		adminAddr: fmt.Sprintf("localhost:%d", adminPort),
-	}
-	s.adminURL = "http://" + s.adminAddr
-	e2etest.RequirePortsFree(t, fmt.Sprintf("127.0.0.1:%d", sitePort), s.adminAddr)
-	caddyfile := fmt.Sprintf(`{
+	s := procSiteAt(t, sitePort, adminPort, func(adminAddr string) string {
+		return fmt.Sprintf(`{
 	admin %s
 	jwtguard {
 		storage_dir %q
@@ -53,11 +47,8 @@ http://127.0.0.1:%d {
 		respond "{http.error.status_code} {http.auth.jwt.error}"
 	}
 }
-`, s.adminAddr, filepath.Join(t.TempDir(), "store"), redisURL, prefix, name, sitePort, procSecret)
-	s.cfg = filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(s.cfg, []byte(caddyfile), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, adminAddr, filepath.Join(t.TempDir(), "store"), redisURL, prefix, name, sitePort, procSecret)
+	})
 	return &clusterNode{procSite: s, name: name}
 }
 

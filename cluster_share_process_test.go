@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -75,12 +74,6 @@ type shareNode struct {
 // each posting its events to the node's webhook.
 func newShareNode(t *testing.T, name string, sitePort, adminPort int, redisURL, geoip, hooks string) *shareNode {
 	t.Helper()
-	s := procSite{
-		siteURL:   fmt.Sprintf("http://127.0.0.1:%d/", sitePort),
-		adminAddr: fmt.Sprintf("localhost:%d", adminPort),
-	}
-	s.adminURL = "http://" + s.adminAddr
-	e2etest.RequirePortsFree(t, fmt.Sprintf("127.0.0.1:%d", sitePort), s.adminAddr)
 	route := func(path, rules string) string {
 		return fmt.Sprintf(`
 	handle /%s/* {
@@ -95,7 +88,8 @@ func newShareNode(t *testing.T, name string, sitePort, adminPort int, redisURL, 
 		respond "ok {http.auth.user.id}"
 	}`, path, procSecret, rules, geoip, hooks, name)
 	}
-	caddyfile := fmt.Sprintf(`{
+	s := procSiteAt(t, sitePort, adminPort, func(adminAddr string) string {
+		return fmt.Sprintf(`{
 	admin %s
 	servers {
 		trusted_proxies static 127.0.0.0/8
@@ -116,12 +110,9 @@ http://127.0.0.1:%d {%s%s%s
 		respond "{http.error.status_code} {http.auth.jwt.error}"
 	}
 }
-`, s.adminAddr, filepath.Join(t.TempDir(), "store"), redisURL, name, sitePort,
-		route("travel", "travel 1000 revoke"), route("networks", "networks 1 1h revoke"), route("log", "networks 1 1h"))
-	s.cfg = filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(s.cfg, []byte(caddyfile), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, adminAddr, filepath.Join(t.TempDir(), "store"), redisURL, name, sitePort,
+			route("travel", "travel 1000 revoke"), route("networks", "networks 1 1h revoke"), route("log", "networks 1 1h"))
+	})
 	return &shareNode{procSite: s, name: name}
 }
 

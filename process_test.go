@@ -40,13 +40,8 @@ type procSite struct {
 // couple of seconds in the future through (see TestCLIAgainstRunningCaddy).
 func newProcSite(t *testing.T, sitePort, adminPort int, storageDir string) procSite {
 	t.Helper()
-	s := procSite{
-		siteURL:   fmt.Sprintf("http://127.0.0.1:%d/", sitePort),
-		adminAddr: fmt.Sprintf("localhost:%d", adminPort),
-	}
-	s.adminURL = "http://" + s.adminAddr
-	e2etest.RequirePortsFree(t, fmt.Sprintf("127.0.0.1:%d", sitePort), s.adminAddr)
-	caddyfile := fmt.Sprintf(`{
+	return procSiteAt(t, sitePort, adminPort, func(adminAddr string) string {
+		return fmt.Sprintf(`{
 	admin %s
 	jwtguard {
 		storage_dir %q
@@ -64,9 +59,23 @@ http://127.0.0.1:%d {
 		respond "{http.error.status_code} {http.auth.jwt.error}"
 	}
 }
-`, s.adminAddr, storageDir, sitePort, procSecret)
+`, adminAddr, storageDir, sitePort, procSecret)
+	})
+}
+
+// procSiteAt is a site on 127.0.0.1:sitePort with its admin API on
+// localhost:adminPort, both checked free, and the Caddyfile config makes
+// for that admin address, written into a temp dir.
+func procSiteAt(t *testing.T, sitePort, adminPort int, config func(adminAddr string) string) procSite {
+	t.Helper()
+	s := procSite{
+		siteURL:   fmt.Sprintf("http://127.0.0.1:%d/", sitePort),
+		adminAddr: fmt.Sprintf("localhost:%d", adminPort),
+	}
+	s.adminURL = "http://" + s.adminAddr
+	e2etest.RequirePortsFree(t, fmt.Sprintf("127.0.0.1:%d", sitePort), s.adminAddr)
 	s.cfg = filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(s.cfg, []byte(caddyfile), 0o644); err != nil {
+	if err := os.WriteFile(s.cfg, []byte(config(s.adminAddr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return s
