@@ -241,3 +241,33 @@ func TestAttackRevokeSubjectWithoutIssCrossesIssuers(t *testing.T) {
 		t.Errorf("a detection on an iss-less token revoked https://idp-b's alice: %d %q", code, ec)
 	}
 }
+
+// A client cannot choose its address for detection by sending
+// X-Forwarded-For: jwtguard reads Caddy's client IP (the connection's,
+// unless it comes from a trusted proxy), never the header itself. Two
+// networks claimed in the header from one connection are one network.
+func TestAttackForwardedForIgnoredWithoutTrustedProxy(t *testing.T) {
+	store := attackStore(t, 0)
+	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n detect {\n  networks 1 10m reject\n }\n}", store)
+	withAudit(t, h, store)
+	tok := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "xff"})
+	for _, xff := range []string{"203.0.113.5", "198.51.100.7", "192.0.2.1, 10.0.0.1"} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = "203.0.113.9:40000"
+		r.Header.Set("Authorization", "Bearer "+tok)
+		r.Header.Set("X-Forwarded-For", xff)
+		if _, _, repl, err := serve(h, r); err != nil {
+			code, _ := repl.GetString("http.auth.jwt.error")
+			t.Fatalf("X-Forwarded-For %q from one untrusted connection: refused %q; the header moved the client", xff, code)
+		}
+	}
+	// The connection's own address does count.
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = "198.51.100.9:40000"
+	r.Header.Set("Authorization", "Bearer "+tok)
+	if _, _, repl, err := serve(h, r); err == nil {
+		t.Fatal("a second network (the connection's) did not fire")
+	} else if code, _ := repl.GetString("http.auth.jwt.error"); code != "suspicious" {
+		t.Fatalf("second network: %q", code)
+	}
+}
