@@ -133,7 +133,7 @@ func listCommand() *cobra.Command {
 			return printTable(cmd.OutOrStdout(), all)
 		},
 	}
-	cmd.Flags().String("kind", "", "only this kind: jti, token, subject or key")
+	cmd.Flags().String("kind", "", "only this kind: jti, token, subject, key or session")
 	cmd.Flags().Bool("json", false, "print the admin API's JSON")
 	addressFlag(cmd)
 	return cmd

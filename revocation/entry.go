@@ -18,10 +18,11 @@ const (
 	KindToken   Kind = "token"
 	KindSubject Kind = "subject"
 	KindKey     Kind = "key"
+	KindSession Kind = "session"
 )
 
 // Kinds lists every kind, in a stable order (for gauges and help texts).
-var Kinds = []Kind{KindJTI, KindToken, KindSubject, KindKey}
+var Kinds = []Kind{KindJTI, KindToken, KindSubject, KindKey, KindSession}
 
 // kindCode is the kind's byte in keys and values; 0 is never a kind.
 func kindCode(k Kind) byte {
@@ -34,12 +35,14 @@ func kindCode(k Kind) byte {
 		return 3
 	case KindKey:
 		return 4
+	case KindSession:
+		return 5
 	}
 	return 0
 }
 
 // kindsByCode inverts kindCode; a private copy, since Kinds is exported.
-var kindsByCode = [...]Kind{1: KindJTI, 2: KindToken, 3: KindSubject, 4: KindKey}
+var kindsByCode = [...]Kind{1: KindJTI, 2: KindToken, 3: KindSubject, 4: KindKey, 5: KindSession}
 
 func kindFromCode(c byte) Kind {
 	if int(c) < len(kindsByCode) {
@@ -58,10 +61,13 @@ type Entry struct {
 	Subject string `json:"sub,omitempty"`
 	// Before is for subject entries only: tokens issued before it (whole
 	// seconds) match. Add defaults it to now and truncates it to the second.
-	Before    *time.Time `json:"before,omitempty"`
-	KeyID     string     `json:"kid,omitempty"`
-	Reason    string     `json:"reason,omitempty"`
-	CreatedAt time.Time  `json:"created_at"`
+	Before *time.Time `json:"before,omitempty"`
+	KeyID  string     `json:"kid,omitempty"`
+	// SID is the identity provider's session id (the sid claim), for
+	// session entries; with Issuer, only that issuer's sessions match.
+	SID       string    `json:"sid,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 	// ExpiresAt is when the entry stops matching and is dropped. Add rounds
 	// it up to the second, since Badger's TTL counts in seconds.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
@@ -115,6 +121,7 @@ func normalize(e Entry, now, dead time.Time) (Entry, error) {
 		{"token_id", e.TokenID, KindToken, maxTokenIDLen},
 		{"sub", e.Subject, KindSubject, maxFieldLen},
 		{"kid", e.KeyID, KindKey, maxFieldLen},
+		{"sid", e.SID, KindSession, maxFieldLen},
 	} {
 		if f.val == "" {
 			continue
@@ -123,16 +130,16 @@ func normalize(e Entry, now, dead time.Time) (Entry, error) {
 			return Entry{}, invalid(f.name, "%s is longer than %d bytes", f.name, f.max)
 		}
 		if present != "" {
-			return Entry{}, invalid("", "%s and %s cannot be combined: an entry matches on one of jti, token, sub or kid", present, f.name)
+			return Entry{}, invalid("", "%s and %s cannot be combined: an entry matches on one of jti, token, sub, kid or sid", present, f.name)
 		}
 		present, kind = f.name, f.kind
 	}
 	if present == "" {
-		return Entry{}, invalid("", "nothing to match: give one of jti, token, sub or kid")
+		return Entry{}, invalid("", "nothing to match: give one of jti, token, sub, kid or sid")
 	}
 	if e.Kind != "" {
 		if kindCode(e.Kind) == 0 {
-			return Entry{}, invalid("kind", "unknown kind %.32q: use jti, token, subject or key", e.Kind)
+			return Entry{}, invalid("kind", "unknown kind %.32q: use jti, token, subject, key or session", e.Kind)
 		}
 		if e.Kind != kind {
 			return Entry{}, invalid("kind", "kind %q does not fit the field given (%s makes kind %q)", e.Kind, present, kind)
@@ -141,8 +148,8 @@ func normalize(e Entry, now, dead time.Time) (Entry, error) {
 	e.Kind = kind
 
 	if e.Issuer != "" {
-		if kind != KindJTI && kind != KindSubject {
-			return Entry{}, invalid("iss", "iss goes only with jti or sub")
+		if kind != KindJTI && kind != KindSubject && kind != KindSession {
+			return Entry{}, invalid("iss", "iss goes only with jti, sub or sid")
 		}
 		if len(e.Issuer) > maxFieldLen {
 			return Entry{}, invalid("iss", "iss is longer than %d bytes", maxFieldLen)
@@ -243,6 +250,8 @@ func matched(e *Entry) string {
 		return e.Subject
 	case KindKey:
 		return e.KeyID
+	case KindSession:
+		return e.SID
 	}
 	return ""
 }
@@ -360,6 +369,8 @@ func (r *record) entry(id string) Entry {
 		e.Before = &b
 	case KindKey:
 		e.KeyID = f
+	case KindSession:
+		e.SID = f
 	}
 	if r.expires != 0 {
 		x := time.Unix(r.expires, 0).UTC()

@@ -18,7 +18,8 @@ type Token struct {
 	Subject     string
 	JTI         string
 	KeyID       string
-	IssuedAt    int64 // unix seconds, already floored
+	SID         string // the sid claim
+	IssuedAt    int64  // unix seconds, already floored
 	HasIssuedAt bool
 }
 
@@ -293,7 +294,9 @@ type index struct {
 	key    slots    // kid
 	subIss subjects // pair(iss, sub)
 	subAny subjects // sub, entries without iss
-	counts [5]int   // entries by kind code
+	sidIss slots    // pair(iss, sid)
+	sidAny slots    // sid, entries without iss
+	counts [6]int   // entries by kind code
 
 	// Filters (see filter.go), one per group of maps: a group with few
 	// entries, such as key, keeps a filter small enough to stay in cache.
@@ -308,6 +311,7 @@ const (
 	groupJTIToken = iota
 	groupSubject
 	groupKey
+	groupSession
 	groups
 )
 
@@ -317,6 +321,8 @@ func groupOf(code byte) int {
 		return groupSubject
 	case KindKey:
 		return groupKey
+	case KindSession:
+		return groupSession
 	}
 	return groupJTIToken
 }
@@ -328,6 +334,8 @@ func newIndex() *index {
 		jtiAny: newSlots(),
 		token:  newSlots(),
 		key:    newSlots(),
+		sidIss: newSlots(),
+		sidAny: newSlots(),
 		subIss: subjects{m: make(map[hkey]subjSlot), multi: make(map[hkey][]subjItem)},
 		subAny: subjects{m: make(map[hkey]subjSlot), multi: make(map[hkey][]subjItem)},
 	}
@@ -344,6 +352,8 @@ func (ix *index) keys(group int) int {
 		return len(ix.jtiIss.m) + len(ix.jtiAny.m) + len(ix.token.m)
 	case groupSubject:
 		return len(ix.subIss.m) + len(ix.subAny.m)
+	case groupSession:
+		return len(ix.sidIss.m) + len(ix.sidAny.m)
 	default:
 		return len(ix.key.m)
 	}
@@ -373,6 +383,9 @@ func (ix *index) rebuildFilter(group int) {
 	case groupSubject:
 		fillSubjects(ix.subIss.m)
 		fillSubjects(ix.subAny.m)
+	case groupSession:
+		fill(ix.sidIss.m)
+		fill(ix.sidAny.m)
 	default:
 		fill(ix.key.m)
 	}
@@ -401,7 +414,7 @@ func (ix *index) refOf(r *record) ref {
 	switch {
 	case r.kind == KindToken:
 		x.k = ix.h.tokenKey(r.field)
-	case (r.kind == KindJTI || r.kind == KindSubject) && !x.anyIss:
+	case (r.kind == KindJTI || r.kind == KindSubject || r.kind == KindSession) && !x.anyIss:
 		x.k = pair(ix.h.bytes(r.issuer), ix.h.bytes(r.field))
 	default:
 		x.k = ix.h.bytes(r.field)
@@ -421,6 +434,11 @@ func (ix *index) slotsOf(x *ref) *slots {
 		return &ix.jtiIss
 	case KindToken:
 		return &ix.token
+	case KindSession:
+		if x.anyIss {
+			return &ix.sidAny
+		}
+		return &ix.sidIss
 	}
 	return &ix.key
 }
@@ -483,10 +501,12 @@ const (
 	probeKey
 	probeSubAny
 	probeSubIss
+	probeSIDAny
+	probeSIDIss
 	probes
 )
 
-var probeGroup = [probes]int{groupJTIToken, groupJTIToken, groupJTIToken, groupKey, groupSubject, groupSubject}
+var probeGroup = [probes]int{groupJTIToken, groupJTIToken, groupJTIToken, groupKey, groupSubject, groupSubject, groupSession, groupSession}
 
 // How the token id of a request was keyed.
 const (
@@ -525,7 +545,7 @@ func (ix *index) revoked(t *Token, now *lazyNow) bool {
 		w[i] = f.words[a&f.mask]
 		want |= 1 << i
 	}
-	needIss := len(ix.jtiIss.m) > 0 || len(ix.subIss.m) > 0 || len(ix.token.m) > 0
+	needIss := len(ix.jtiIss.m) > 0 || len(ix.subIss.m) > 0 || len(ix.token.m) > 0 || len(ix.sidIss.m) > 0
 	if needIss {
 		p.issA = h.strA(t.Issuer)
 	}
@@ -564,6 +584,16 @@ func (ix *index) revoked(t *Token, now *lazyNow) bool {
 	if t.KeyID != "" && len(ix.key.m) > 0 {
 		load(probeKey, h.strA(t.KeyID))
 	}
+	if t.SID != "" && (len(ix.sidIss.m) > 0 || len(ix.sidAny.m) > 0) {
+		sa := h.strA(t.SID)
+		p.a[probeSIDAny] = sa
+		if len(ix.sidAny.m) > 0 {
+			load(probeSIDAny, sa)
+		}
+		if t.Issuer != "" && len(ix.sidIss.m) > 0 {
+			load(probeSIDIss, pairA(p.issA, sa))
+		}
+	}
 	var hits uint
 	for i := range w {
 		_, m := ix.filt[probeGroup[i]].bits(p.a[i])
@@ -590,8 +620,8 @@ func isIssJTI(t *Token) bool {
 // path, for revoked tokens and the filters' false positives.
 func (ix *index) confirm(t *Token, hits uint, p *probe, now *lazyNow) bool {
 	h := &ix.h
-	var issB, jb, sb uint64
-	if hits&(1<<probeJTIIss|1<<probeSubIss) != 0 || (hits&(1<<probeToken) != 0 && p.idMode == idIssJTI) {
+	var issB, jb, sb, db uint64
+	if hits&(1<<probeJTIIss|1<<probeSubIss|1<<probeSIDIss) != 0 || (hits&(1<<probeToken) != 0 && p.idMode == idIssJTI) {
 		issB = h.strB(t.Issuer)
 	}
 	if hits&(1<<probeJTIAny|1<<probeJTIIss) != 0 || (hits&(1<<probeToken) != 0 && p.idMode == idIssJTI) {
@@ -600,7 +630,11 @@ func (ix *index) confirm(t *Token, hits uint, p *probe, now *lazyNow) bool {
 	if hits&(1<<probeSubAny|1<<probeSubIss) != 0 {
 		sb = h.strB(t.Subject)
 	}
+	if hits&(1<<probeSIDAny|1<<probeSIDIss) != 0 {
+		db = h.strB(t.SID)
+	}
 	iss, jti, sub := hkey{p.issA, issB}, hkey{p.a[probeJTIAny], jb}, hkey{p.a[probeSubAny], sb}
+	sid := hkey{p.a[probeSIDAny], db}
 	found := func(s *slots, k hkey) bool {
 		v, ok := s.m[k]
 		return ok && alive(v.exp, now.get())
@@ -622,6 +656,8 @@ func (ix *index) confirm(t *Token, hits uint, p *probe, now *lazyNow) bool {
 	case hits&(1<<probeKey) != 0 && found(&ix.key, hkey{p.a[probeKey], h.strB(t.KeyID)}):
 	case hits&(1<<probeSubAny) != 0 && ix.subAny.match(sub, t, now):
 	case hits&(1<<probeSubIss) != 0 && ix.subIss.match(pair(iss, sub), t, now):
+	case hits&(1<<probeSIDAny) != 0 && found(&ix.sidAny, sid):
+	case hits&(1<<probeSIDIss) != 0 && found(&ix.sidIss, pair(iss, sid)):
 	default:
 		return false
 	}

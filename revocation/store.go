@@ -392,7 +392,7 @@ func (s *Store) List(kind Kind, cursor string, limit int) (entries []Entry, next
 	case kindCode(kind) != 0:
 		prefix = append([]byte(kindPrefix), kindCode(kind))
 	default:
-		return nil, "", invalid("kind", "unknown kind %.32q: use jti, token, subject or key", kind)
+		return nil, "", invalid("kind", "unknown kind %.32q: use jti, token, subject, key or session", kind)
 	}
 	start := prefix
 	if cursor != "" {

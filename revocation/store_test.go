@@ -146,6 +146,22 @@ func TestMatching(t *testing.T) {
 			match: []Token{tok(iss, "j1", "alice", "k1"), tok("", "", "", "k1")},
 			miss:  []Token{tok(iss, "j1", "alice", "k2"), tok(iss, "j1", "alice", ""), tok(iss, "k1", "k1", "")},
 		},
+		{
+			name:  "session with iss",
+			entry: Entry{SID: "s1", Issuer: iss},
+			match: []Token{{ID: iss + "#j1", Issuer: iss, JTI: "j1", SID: "s1"}, {ID: "sha256:x", Issuer: iss, SID: "s1", Subject: "alice"}},
+			miss: []Token{
+				{ID: other + "#j1", Issuer: other, JTI: "j1", SID: "s1"}, {ID: "sha256:x", SID: "s1"},
+				{ID: iss + "#j1", Issuer: iss, JTI: "j1", SID: "s2"}, {ID: iss + "#s1", Issuer: iss, JTI: "s1"},
+				{ID: "sha256:x", Issuer: iss, Subject: "s1", KeyID: "s1"}, {ID: "sha256:x", Issuer: "s1", SID: iss},
+			},
+		},
+		{
+			name:  "session any issuer",
+			entry: Entry{SID: "s1"},
+			match: []Token{{ID: iss + "#j1", Issuer: iss, JTI: "j1", SID: "s1"}, {ID: "sha256:x", Issuer: other, SID: "s1"}, {ID: "sha256:x", SID: "s1"}},
+			miss:  []Token{{ID: iss + "#j1", Issuer: iss, JTI: "j1", SID: "S1"}, {ID: "s1", JTI: "s1", Subject: "s1", KeyID: "s1"}},
+		},
 	}
 	dir := t.TempDir()
 	for i, tc := range cases {
@@ -421,6 +437,8 @@ func TestRestart(t *testing.T) {
 		{Subject: "alice", Issuer: "iss", Before: &before},
 		{Subject: "bob"},
 		{KeyID: "k1", Reason: "leaked"},
+		{SID: "s1", Issuer: "iss"},
+		{SID: "s2"},
 	}
 	toks := []Token{
 		{Issuer: "iss", JTI: "j1"},
@@ -429,6 +447,8 @@ func TestRestart(t *testing.T) {
 		{Issuer: "iss", Subject: "alice", IssuedAt: before.Unix() - 10, HasIssuedAt: true},
 		{Subject: "bob"},
 		{KeyID: "k1"},
+		{Issuer: "iss", SID: "s1"},
+		{Issuer: "other", SID: "s2"},
 	}
 	var stored []Entry
 	for _, e := range entries {
@@ -465,7 +485,7 @@ func TestRestart(t *testing.T) {
 	if !revoked(t, s, toks[0]) {
 		t.Error("other entries lost after restart")
 	}
-	if c := s.Counts(); c[KindKey] != 0 || c[KindJTI] != 2 || c[KindToken] != 1 || c[KindSubject] != 2 {
+	if c := s.Counts(); c[KindKey] != 0 || c[KindJTI] != 2 || c[KindToken] != 1 || c[KindSubject] != 2 || c[KindSession] != 2 {
 		t.Errorf("Counts = %v", c)
 	}
 }
@@ -557,8 +577,12 @@ func TestValidation(t *testing.T) {
 		{Entry{JTI: "j", Subject: "s"}, "jti and sub cannot be combined"},
 		{Entry{TokenID: "t", KeyID: "k"}, "token_id and kid cannot be combined"},
 		{Entry{JTI: "j", TokenID: "t", Subject: "s", KeyID: "k"}, "cannot be combined"},
-		{Entry{TokenID: "t", Issuer: "iss"}, "iss goes only with jti or sub"},
-		{Entry{KeyID: "k", Issuer: "iss"}, "iss goes only with jti or sub"},
+		{Entry{TokenID: "t", Issuer: "iss"}, "iss goes only with jti, sub or sid"},
+		{Entry{KeyID: "k", Issuer: "iss"}, "iss goes only with jti, sub or sid"},
+		{Entry{SID: "s", Before: &now}, "before goes only with sub"},
+		{Entry{SID: "s", KeyID: "k"}, "kid and sid cannot be combined"},
+		{Entry{SID: "s", Kind: KindSubject}, `kind "subject" does not fit`},
+		{Entry{SID: long}, "sid is longer than 1024 bytes"},
 		{Entry{JTI: "j", Before: &now}, "before goes only with sub"},
 		{Entry{KeyID: "k", Before: &now}, "before goes only with sub"},
 		{Entry{JTI: "j", Kind: KindKey}, `kind "key" does not fit`},
@@ -857,10 +881,13 @@ func TestRevokedDoesNotAllocate(t *testing.T) {
 	mustAdd(t, s, Entry{Subject: "alice", Before: ptr(clock.Now().Add(-time.Hour))})
 	mustAdd(t, s, Entry{KeyID: "k1"})
 	mustAdd(t, s, Entry{TokenID: "sha256:x"})
+	mustAdd(t, s, Entry{SID: "s1", Issuer: "iss"})
+	mustAdd(t, s, Entry{SID: "s9"})
 	hit := Token{ID: "iss#j1", Issuer: "iss", JTI: "j1", Subject: "bob", KeyID: "k0"}
 	sub := Token{ID: "iss#j2", Issuer: "iss", JTI: "j2", Subject: "alice", KeyID: "k0"}
-	miss := Token{ID: "iss#j2", Issuer: "iss", JTI: "j2", Subject: "bob", KeyID: "k0", IssuedAt: 1, HasIssuedAt: true}
-	for _, tok := range []*Token{&hit, &sub, &miss} {
+	miss := Token{ID: "iss#j2", Issuer: "iss", JTI: "j2", Subject: "bob", KeyID: "k0", SID: "s2", IssuedAt: 1, HasIssuedAt: true}
+	session := Token{ID: "iss#j3", Issuer: "iss", JTI: "j3", Subject: "bob", KeyID: "k0", SID: "s1", IssuedAt: 1, HasIssuedAt: true}
+	for _, tok := range []*Token{&hit, &sub, &miss, &session} {
 		want := tok != &miss
 		if a := testing.AllocsPerRun(100, func() {
 			if r, _ := s.Revoked(tok); r != want {
