@@ -480,7 +480,7 @@ func (h *Handler) checkRevoked(tok *verifier.Token) *verifier.Error {
 	if err == nil {
 		iat, hasIat := tok.IssuedAtUnix()
 		revoked, err = store.Revoked(&revocation.Token{
-			ID: tok.ID, Issuer: tok.Issuer, Subject: tok.Subject, JTI: tok.JTI, KeyID: revocationKeyID(tok),
+			ID: tok.ID, Issuer: tok.Issuer, Subject: tok.Subject, JTI: tok.JTI, KeyID: revocationKeyID(tok), SID: tok.SID,
 			IssuedAt: iat, HasIssuedAt: hasIat,
 		})
 	}

@@ -281,3 +281,38 @@ func TestApplyBatchMatchesApply(t *testing.T) {
 		t.Error("extra never written")
 	}
 }
+
+func TestAddWithWritesExtraEveryTime(t *testing.T) {
+	clock := newClock()
+	s := openAt(t, t.TempDir(), clock)
+	mark := func(key string) func(Writer) error {
+		return func(w Writer) error { return w.Set([]byte(key), []byte("1")) }
+	}
+	has := func(key string) bool {
+		err := s.DB().View(func(txn *badger.Txn) error {
+			_, err := txn.Get([]byte(key))
+			return err
+		})
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	if _, created, err := s.AddWith(Entry{SID: "s1", Issuer: "iss"}, mark("t/one")); err != nil || !created {
+		t.Fatalf("AddWith: created %v, %v", created, err)
+	}
+	// The same entry again changes nothing but still writes the key.
+	if _, created, err := s.AddWith(Entry{SID: "s1", Issuer: "iss"}, mark("t/two")); err != nil || created {
+		t.Fatalf("AddWith again: created %v, %v", created, err)
+	}
+	// Bad input writes nothing.
+	if _, _, err := s.AddWith(Entry{SID: "s1", Before: ptr(clock.Now())}, mark("t/bad")); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("AddWith invalid: %v", err)
+	}
+	if !has("t/one") || !has("t/two") || has("t/bad") {
+		t.Fatalf("extra keys: one %v two %v bad %v", has("t/one"), has("t/two"), has("t/bad"))
+	}
+	if r := revoked(t, s, Token{ID: "iss#j", Issuer: "iss", JTI: "j", SID: "s1"}); !r {
+		t.Fatal("session entry from AddWith does not match")
+	}
+}

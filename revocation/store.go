@@ -216,6 +216,14 @@ func (s *Store) Add(e Entry) (stored Entry, created bool, err error) {
 	return s.put(e, s.journal, nil)
 }
 
+// AddWith is Add, also writing extra's keys (under a prefix of the
+// caller's own) in the same durable transaction, whether or not the entry
+// was new: a caller that must remember having applied something (a
+// signal's jti) never remembers it without the entry.
+func (s *Store) AddWith(e Entry, extra func(Writer) error) (stored Entry, created bool, err error) {
+	return s.put(e, s.journal, extra)
+}
+
 // put is Add, recording the change in journal (nil: nowhere) and writing
 // extra's keys in the same transaction.
 func (s *Store) put(e Entry, journal Journal, extra func(Writer) error) (stored Entry, created bool, err error) {

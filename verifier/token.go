@@ -18,7 +18,10 @@ type Token struct {
 	Issuer    string
 	Subject   string
 	JTI       string
-	Audience  []string
+	// SID is the sid claim: the identity provider's session (OpenID
+	// Connect), what a session revocation matches.
+	SID      string
+	Audience []string
 	// JKT and X5T are the thumbprints the token is bound to: cnf.jkt
 	// (RFC 9449, DPoP) and cnf["x5t#S256"] (RFC 8705, a client
 	// certificate); "" when absent.

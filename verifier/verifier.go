@@ -505,7 +505,9 @@ func (p *parsed) readClaims(claims []member) {
 			default:
 				t.iat, t.hasIat = f, true
 			}
-		case "iss", "sub", "jti":
+		case "iss", "sub", "jti", "sid":
+			// sid too: a session revocation must not be dodged by a
+			// token whose sid is a number or an object.
 			if kind != 's' {
 				bad(m.name, "a string")
 				continue
@@ -515,6 +517,8 @@ func (p *parsed) readClaims(claims []member) {
 				t.Issuer = unquote(m.raw)
 			case "sub":
 				t.Subject = unquote(m.raw)
+			case "sid":
+				t.SID = unquote(m.raw)
 			default:
 				t.JTI, t.hasJTI = unquote(m.raw), true
 			}

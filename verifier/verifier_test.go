@@ -101,6 +101,8 @@ func TestAttacks(t *testing.T) {
 		// claim rules
 		{"wrong iss", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "iss", "https://evil.example")), CodeIssuer},
 		{"iss not a string", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "iss", 1)), CodeClaims},
+		{"sid not a string", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "sid", 7)), CodeClaims},
+		{"sid an object", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "sid", map[string]any{"id": "s1"})), CodeClaims},
 		{"no iss", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "iss", nil)), CodeIssuer},
 		{"wrong aud", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "aud", []string{"other", "more"})), CodeAudience},
 		{"aud array containing ours", hmacRoute, mint(t, hs, k.secret, nil, with(validClaims(), "aud", []string{"other", "api"})), "ok"},
@@ -463,6 +465,13 @@ func TestTokenID(t *testing.T) {
 	}
 	if tok.ID != "https://issuer.example#abc" {
 		t.Fatalf("id with jti: %q", tok.ID)
+	}
+	if tok.SID != "" {
+		t.Fatalf("SID %q without a sid claim", tok.SID)
+	}
+	tok, err = v.Verify(mint(t, jwt.SigningMethodHS256, k.secret, nil, with(validClaims(), "sid", "s\u00e9ssion-1")))
+	if err != nil || tok.SID != "séssion-1" {
+		t.Fatalf("sid claim: %v, SID %q", err, tok.SID)
 	}
 	raw := mint(t, jwt.SigningMethodHS256, k.secret, nil, validClaims())
 	tok, err = v.Verify(raw)
