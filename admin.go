@@ -103,11 +103,11 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 // revokeRequest is the body of POST /jwtguard/revocations. Pointers tell
 // an absent field from an empty one.
 type revokeRequest struct {
-	JTI, Issuer, Token, Subject, Before, KeyID, Reason, ExpiresAt *string
+	JTI, Issuer, Token, Subject, Before, KeyID, SID, Reason, ExpiresAt *string
 }
 
 // revokeFields are the body's field names, as the API spells them.
-var revokeFields = []string{"jti", "iss", "token", "sub", "before", "kid", "reason", "expires_at"}
+var revokeFields = []string{"jti", "iss", "token", "sub", "before", "kid", "sid", "reason", "expires_at"}
 
 // field returns where the named field goes, nil for an unknown name.
 func (req *revokeRequest) field(name string) **string {
@@ -124,6 +124,8 @@ func (req *revokeRequest) field(name string) **string {
 		return &req.Before
 	case "kid":
 		return &req.KeyID
+	case "sid":
+		return &req.SID
 	case "reason":
 		return &req.Reason
 	case "expires_at":
@@ -234,7 +236,7 @@ func (req *revokeRequest) entry(dead time.Time) (revocation.Entry, error) {
 		name string
 		src  *string
 		dst  *string
-	}{{"jti", req.JTI, &e.JTI}, {"iss", req.Issuer, &e.Issuer}, {"sub", req.Subject, &e.Subject}, {"kid", req.KeyID, &e.KeyID}}
+	}{{"jti", req.JTI, &e.JTI}, {"iss", req.Issuer, &e.Issuer}, {"sub", req.Subject, &e.Subject}, {"kid", req.KeyID, &e.KeyID}, {"sid", req.SID, &e.SID}}
 	for _, f := range fields {
 		if f.src == nil {
 			continue
@@ -252,8 +254,8 @@ func (req *revokeRequest) entry(dead time.Time) (revocation.Entry, error) {
 		return e, err
 	}
 	if req.Token != nil {
-		if req.JTI != nil || req.Issuer != nil || req.Subject != nil || req.Before != nil || req.KeyID != nil {
-			return e, errors.New("token: give the token alone, without jti, iss, sub, before or kid")
+		if req.JTI != nil || req.Issuer != nil || req.Subject != nil || req.Before != nil || req.KeyID != nil || req.SID != nil {
+			return e, errors.New("token: give the token alone, without jti, iss, sub, before, kid or sid")
 		}
 		if req.ExpiresAt != nil {
 			return e, errors.New("expires_at: not allowed with token; the token's exp is used")

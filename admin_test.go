@@ -134,6 +134,10 @@ func TestAdminKinds(t *testing.T) {
 		{`{"sub":"bob","iss":"https://idp"}`, "subject", func(e map[string]any) bool { return e["before"] != nil }},
 		{`{"kid":"key-2025","expires_at":"2099-01-01T00:00:00Z"}`, "key", func(e map[string]any) bool { return e["expires_at"] == "2099-01-01T00:00:00Z" }},
 		{`{"jti":"only-jti"}`, "jti", func(e map[string]any) bool { return e["iss"] == nil }},
+		{`{"sid":"s-1","iss":"https://idp","reason":"back-channel logout"}`, "session", func(e map[string]any) bool {
+			return e["sid"] == "s-1" && e["iss"] == "https://idp" && e["before"] == nil && e["expires_at"] == nil
+		}},
+		{`{"sid":"s-2"}`, "session", func(e map[string]any) bool { return e["sid"] == "s-2" && e["iss"] == nil }},
 	}
 	for _, c := range cases {
 		code, e := post(t, c.body)
@@ -158,6 +162,11 @@ func TestAdminBadInput(t *testing.T) {
 		{`{"jti":"a","sub":"b"}`, ""},
 		{`{"kid":"k","iss":"x"}`, ""},
 		{`{"jti":"a","before":"2026-01-01T00:00:00Z"}`, ""},
+		{`{"sid":"s","before":"2026-01-01T00:00:00Z"}`, "before goes only with sub"},
+		{`{"sid":"s","sub":"alice"}`, "cannot be combined"},
+		{`{"sid":""}`, "sid: must not be empty"},
+		{`{"sid":"s","token":"x.y.z"}`, "alone"},
+		{`{"SID":"s"}`, `as in "sid"`},
 		{`{"jti":""}`, "jti: must not be empty"},
 		{`{"jti":"a","expires_at":"tomorrow"}`, "expires_at"},
 		{`{"sub":"a","before":"yesterday"}`, "before"},

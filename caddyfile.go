@@ -18,6 +18,10 @@ func init() {
 	// Before basic_auth, with the other authentication handlers, so that
 	// users need no `order` line. A global `order jwtguard ...` overrides it.
 	httpcaddyfile.RegisterDirectiveOrder("jwtguard", httpcaddyfile.Before, "basic_auth")
+	// Right after jwtguard, whose verified token it revokes. An order can
+	// only name a standard directive, so this goes before basic_auth
+	// too, once jwtguard is there, in this one init.
+	httpcaddyfile.RegisterDirectiveOrder("jwtguard_logout", httpcaddyfile.Before, "basic_auth")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

@@ -25,8 +25,8 @@ func addressFlag(cmd *cobra.Command) {
 
 func revokeCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "revoke (--jti ID [--iss ISS] | --token JWT | --sub SUB [--iss ISS] [--before TIME] | --kid KID) [--reason TEXT] [--expires TIME]",
-		Short: "Revokes a token, a subject's tokens or a signing key",
+		Use:   "revoke (--jti ID [--iss ISS] | --token JWT | --sub SUB [--iss ISS] [--before TIME] | --kid KID | --sid SID [--iss ISS]) [--reason TEXT] [--expires TIME]",
+		Short: "Revokes a token, a subject's tokens, a signing key or a session",
 		Long: `Adds an entry to the revocation list of a running Caddy and prints it as
 JSON. The very next request with a matching token is refused.
 
@@ -36,19 +36,21 @@ JSON. The very next request with a matching token is refused.
                                every token of this subject issued before TIME
                                (default: now): "log out everywhere"
   --kid KID                    every token whose header names this key
+  --sid SID [--iss ISS]        every token of the identity provider's session
+                               SID (the sid claim): "log out this session"
 
 Times are RFC 3339 (2026-01-02T15:04:05Z).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			body := map[string]string{}
 			for flag, field := range map[string]string{"jti": "jti", "iss": "iss", "token": "token", "sub": "sub",
-				"before": "before", "kid": "kid", "reason": "reason", "expires": "expires_at"} {
+				"before": "before", "kid": "kid", "sid": "sid", "reason": "reason", "expires": "expires_at"} {
 				if cmd.Flags().Changed(flag) {
 					body[field], _ = cmd.Flags().GetString(flag)
 				}
 			}
-			if body["jti"] == "" && body["token"] == "" && body["sub"] == "" && body["kid"] == "" {
-				return errors.New("say what to revoke: --jti, --token, --sub or --kid")
+			if body["jti"] == "" && body["token"] == "" && body["sub"] == "" && body["kid"] == "" && body["sid"] == "" {
+				return errors.New("say what to revoke: --jti, --token, --sub, --kid or --sid")
 			}
 			data, _ := json.Marshal(body)
 			out, err := adminCall(cmd, http.MethodPost, revocationsPath, data)
@@ -60,9 +62,9 @@ Times are RFC 3339 (2026-01-02T15:04:05Z).`,
 	}
 	fl := cmd.Flags()
 	for _, f := range []struct{ name, usage string }{
-		{"jti", "token id (jti claim)"}, {"iss", "issuer, with --jti or --sub"}, {"token", "the token itself"},
+		{"jti", "token id (jti claim)"}, {"iss", "issuer, with --jti, --sub or --sid"}, {"token", "the token itself"},
 		{"sub", "subject"}, {"before", "with --sub: tokens issued before this time (default now)"},
-		{"kid", "signing key id"}, {"reason", "why, for the record"}, {"expires", "when the entry may be dropped"},
+		{"kid", "signing key id"}, {"sid", "session id (sid claim)"}, {"reason", "why, for the record"}, {"expires", "when the entry may be dropped"},
 	} {
 		fl.String(f.name, "", f.usage)
 	}
@@ -168,6 +170,7 @@ func matches(e revocation.Entry) string {
 		add("before", e.Before.UTC().Format(time.RFC3339))
 	}
 	add("kid", e.KeyID)
+	add("sid", e.SID)
 	return strings.Join(parts, " ")
 }
 

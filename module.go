@@ -458,6 +458,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	setPlaceholders(repl, tok)
+	if logoutInUse.Load() {
+		caddyhttp.SetVar(r.Context(), verifiedVar, tok)
+	}
 	countResult(resultOK)
 	return next.ServeHTTP(w, r)
 }

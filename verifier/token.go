@@ -196,3 +196,7 @@ func compact(raw string) string {
 	}
 	return b.String()
 }
+
+// String is the token id, so that a token put where text is expected (a
+// Caddy placeholder) shows its id and never its claims.
+func (t *Token) String() string { return t.ID }
