@@ -26,7 +26,7 @@ const (
 // mixedEntry is the i-th entry of a revocation list with every kind of
 // entry in it, in proportions no real list has but that exercise every map.
 func mixedEntry(i int, before time.Time) Entry {
-	switch i % 6 {
+	switch i % 8 {
 	case 0:
 		return Entry{JTI: fmt.Sprintf("jti-%09d", i), Issuer: benchIssuer}
 	case 1:
@@ -38,8 +38,12 @@ func mixedEntry(i int, before time.Time) Entry {
 		return Entry{Subject: fmt.Sprintf("user-%09d", i), Issuer: benchIssuer, Before: &before}
 	case 4:
 		return Entry{Subject: fmt.Sprintf("user-%09d", i), Before: &before}
-	default:
+	case 5:
 		return Entry{KeyID: fmt.Sprintf("key-%09d", i)}
+	case 6:
+		return Entry{SID: fmt.Sprintf("sess-%09d", i), Issuer: benchIssuer}
+	default:
+		return Entry{SID: fmt.Sprintf("sess-%09d", i)}
 	}
 }
 
@@ -70,6 +74,8 @@ func kindOf(e *Entry) Kind {
 		return KindToken
 	case e.Subject != "":
 		return KindSubject
+	case e.SID != "":
+		return KindSession
 	}
 	return KindKey
 }
@@ -81,26 +87,28 @@ func kindOf(e *Entry) Kind {
 // and is in cache, so the benchmark should not measure misses on it, only
 // on the index.
 func benchTokens(n int, iat int64) []Token {
-	type fields struct{ jti, sub, kid string }
+	type fields struct{ jti, sub, kid, sid string }
 	fs := make([]fields, n)
 	for i := range fs {
 		j := benchN + i // not in the list
-		fs[i] = fields{fmt.Sprintf("jti-%09d", j), fmt.Sprintf("user-%09d", j), "key-current"}
+		fs[i] = fields{fmt.Sprintf("jti-%09d", j), fmt.Sprintf("user-%09d", j), "key-current", fmt.Sprintf("sess-%09d", j)}
 		if i%16 == 0 {
 			k := (i * 7919) % benchN
-			switch k % 6 {
+			switch k % 8 {
 			case 0, 1:
 				fs[i].jti = fmt.Sprintf("jti-%09d", k)
 			case 3, 4:
 				fs[i].sub = fmt.Sprintf("user-%09d", k)
 			case 5:
 				fs[i].kid = fmt.Sprintf("key-%09d", k)
+			case 6, 7:
+				fs[i].sid = fmt.Sprintf("sess-%09d", k)
 			}
 		}
 	}
 	var arena strings.Builder
 	for _, f := range fs {
-		arena.WriteString(benchIssuer + "#" + f.jti + f.sub + f.kid)
+		arena.WriteString(benchIssuer + "#" + f.jti + f.sub + f.kid + f.sid)
 	}
 	all, off := arena.String(), 0
 	take := func(n int) string {
@@ -112,7 +120,7 @@ func benchTokens(n int, iat int64) []Token {
 		id := take(len(benchIssuer) + 1 + len(f.jti))
 		ts[i] = Token{
 			ID: id, Issuer: id[:len(benchIssuer)], JTI: id[len(benchIssuer)+1:],
-			Subject: take(len(f.sub)), KeyID: take(len(f.kid)),
+			Subject: take(len(f.sub)), KeyID: take(len(f.kid)), SID: take(len(f.sid)),
 			IssuedAt: iat, HasIssuedAt: true,
 		}
 	}
