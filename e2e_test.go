@@ -121,6 +121,45 @@ func TestEndToEnd(t *testing.T) {
 		checkInvalidToken(t, hdr, "expired")
 	})
 
+	t.Run("logout revokes", func(t *testing.T) {
+		// A token of its own: the others must stay valid for the rest.
+		mine := e2etest.Run(t, bin, "jwtguard", "sign", "--secret", exampleSecret, "--sub", "alice", "--claim", "sid=e2e-logout")
+		if status, _, body := getWhoami(t, bearer(mine), nil); status != http.StatusOK {
+			t.Fatalf("before logout: status %d; body:\n%s", status, body)
+		}
+		req, _ := http.NewRequest("GET", "http://localhost:8080/logout", nil)
+		req.Header.Set("Authorization", bearer(mine))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "alice") {
+			t.Fatalf("logout: %d %q", resp.StatusCode, b)
+		}
+		status, hdr, body := getWhoami(t, bearer(mine), nil)
+		if status != http.StatusUnauthorized {
+			t.Fatalf("after logout: status %d, want 401; body:\n%s", status, body)
+		}
+		checkInvalidToken(t, hdr, "revoked")
+		if status, _, _ := getWhoami(t, bearer(token), nil); status != http.StatusOK {
+			t.Fatalf("logout of one token refused another: %d", status)
+		}
+		// The CLI's --sid makes a session entry the running server applies.
+		sess := e2etest.Run(t, bin, "jwtguard", "sign", "--secret", exampleSecret, "--sub", "bob", "--claim", "sid=e2e-session")
+		if status, _, _ := getWhoami(t, bearer(sess), nil); status != http.StatusOK {
+			t.Fatalf("session token before revoke: %d", status)
+		}
+		out := e2etest.Run(t, bin, "jwtguard", "revoke", "--sid", "e2e-session", "--reason", "e2e")
+		if !strings.Contains(out, `"kind": "session"`) && !strings.Contains(out, `"kind":"session"`) {
+			t.Fatalf("revoke --sid printed %s", out)
+		}
+		if status, _, _ := getWhoami(t, bearer(sess), nil); status != http.StatusUnauthorized {
+			t.Fatalf("session token after revoke --sid: %d, want 401", status)
+		}
+	})
+
 	// Last: it stops Caddy so that every log line has been written.
 	t.Run("access log", func(t *testing.T) {
 		// Its own requests, so it also passes when run alone: alice
