@@ -95,7 +95,8 @@ func transportResult(err error) string {
 	return ResultHTTP
 }
 
-// discover reads the OpenID configuration and returns its jwks_uri.
+// discover reads the discovery document (OpenID, or a Shared Signals
+// transmitter's) and returns its jwks_uri.
 func (s *Set) discover(ctx context.Context) (string, error) {
 	body, _, err := s.get(ctx, s.discoveryURL)
 	if err != nil {
@@ -108,8 +109,9 @@ func (s *Set) discover(ctx context.Context) (string, error) {
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return "", &fetchError{ResultJSON, fmt.Errorf("discovery document: malformed JSON: %v", err)}
 	}
-	// OpenID Connect Discovery 1.0 §4.3: the issuer must be exactly the
-	// one configured, or the keys could be another provider's.
+	// OpenID Connect Discovery 1.0 §4.3, SSF 1.0 §7.2.3: the issuer must
+	// be exactly the one configured, or the keys could be another
+	// provider's.
 	if doc.Issuer != s.issuer {
 		return "", &fetchError{ResultIssuer, fmt.Errorf("discovery document names issuer %s, not %q", clip(doc.Issuer), s.issuer)}
 	}

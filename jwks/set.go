@@ -14,7 +14,8 @@
 //     while it runs wait for it, at most the fetch timeout; later ones do
 //     not wait at all.
 //
-// OpenID discovery is fetched again on every background refresh, so a
+// Discovery (OpenID, or the Shared Signals Framework's for a transmitter:
+// Options.WellKnown) is fetched again on every background refresh, so a
 // provider may move its jwks_uri; the unknown-kid fetch reuses the last
 // jwks_uri that produced keys, which halves what a flood of kids costs.
 //
@@ -78,6 +79,17 @@ const (
 	ResultDiscovery = "error_discovery"
 )
 
+// Discovery documents, for Options.WellKnown.
+const (
+	// WellKnownOpenID is OpenID Connect Discovery 1.0 §4: the issuer,
+	// less a trailing slash, + "/.well-known/openid-configuration".
+	WellKnownOpenID = "openid-configuration"
+	// WellKnownSSF is a Shared Signals transmitter's configuration
+	// (SSF 1.0 §7.2): "/.well-known/ssf-configuration" goes between the
+	// issuer's host and its path, the path's trailing slash removed.
+	WellKnownSSF = "ssf-configuration"
+)
+
 // Results lists every fetch result, for pre-creating metric series.
 var Results = []string{ResultOK, ResultUnchanged, ResultHTTP, ResultRedirect, ResultTimeout,
 	ResultBody, ResultJSON, ResultNoKeys, ResultIssuer, ResultDiscovery}
@@ -93,6 +105,10 @@ type Options struct {
 	// KeyIssuer, for a URL source, binds its keys to this iss; empty
 	// means no binding.
 	KeyIssuer string
+	// WellKnown, for an Issuer source, names its discovery document:
+	// WellKnownOpenID (the default, "") or WellKnownSSF. Either document
+	// must name exactly Issuer and give a jwks_uri.
+	WellKnown string
 	// Refresh is the background refresh interval; 0 means DefaultRefresh.
 	Refresh time.Duration
 	// Client makes the requests. nil means one with DefaultTimeout, at
@@ -186,6 +202,8 @@ func New(opts Options) (*Set, error) {
 	switch {
 	case opts.URL != "" && opts.Issuer != "":
 		return nil, errors.New("jwks: set either a JWK Set URL or an OpenID issuer, not both")
+	case opts.URL != "" && opts.WellKnown != "":
+		return nil, errors.New("jwks: a discovery document goes with an issuer, not a JWK Set URL")
 	case opts.URL != "":
 		u, err := checkURL(opts.URL)
 		if err != nil {
@@ -193,20 +211,31 @@ func New(opts Options) (*Set, error) {
 		}
 		s.url, s.keyIssuer, s.source = opts.URL, opts.KeyIssuer, u.Redacted()
 	case opts.Issuer != "":
+		what := "oidc"
+		if opts.WellKnown == WellKnownSSF {
+			what = "transmitter"
+		}
 		u, err := checkURL(opts.Issuer)
 		if err != nil {
-			return nil, fmt.Errorf("oidc %s: %v", opts.Issuer, err)
+			return nil, fmt.Errorf("%s %s: %v", what, opts.Issuer, err)
 		}
 		if u.RawQuery != "" || u.Fragment != "" {
-			return nil, fmt.Errorf("oidc %s: an issuer has no query or fragment", opts.Issuer)
+			return nil, fmt.Errorf("%s %s: an issuer has no query or fragment", what, opts.Issuer)
 		}
 		if opts.KeyIssuer != "" && opts.KeyIssuer != opts.Issuer {
-			return nil, fmt.Errorf("oidc %s: keys are bound to the issuer, not to %q", opts.Issuer, opts.KeyIssuer)
+			return nil, fmt.Errorf("%s %s: keys are bound to the issuer, not to %q", what, opts.Issuer, opts.KeyIssuer)
 		}
-		// OpenID Connect Discovery 1.0 §4: a trailing slash is removed
-		// before the well-known path is appended.
 		s.issuer, s.keyIssuer, s.source = opts.Issuer, opts.Issuer, u.Redacted()
-		s.discoveryURL = strings.TrimSuffix(opts.Issuer, "/") + "/.well-known/openid-configuration"
+		switch opts.WellKnown {
+		case "", WellKnownOpenID:
+			// OpenID Connect Discovery 1.0 §4: a trailing slash is
+			// removed before the well-known path is appended.
+			s.discoveryURL = strings.TrimSuffix(opts.Issuer, "/") + "/.well-known/openid-configuration"
+		case WellKnownSSF:
+			s.discoveryURL = ssfDiscoveryURL(u)
+		default:
+			return nil, fmt.Errorf("%s %s: unknown discovery document %q", what, opts.Issuer, opts.WellKnown)
+		}
 	default:
 		return nil, errors.New("jwks: a JWK Set URL or an OpenID issuer is required")
 	}
@@ -239,6 +268,19 @@ func New(opts Options) (*Set, error) {
 		s.now = time.Now
 	}
 	return s, nil
+}
+
+// ssfDiscoveryURL is where a transmitter with this issuer publishes its
+// configuration (SSF 1.0 §7.2.1): https://tr.example.com/issuer1 has it at
+// https://tr.example.com/.well-known/ssf-configuration/issuer1.
+func ssfDiscoveryURL(issuer *url.URL) string {
+	u := *issuer
+	const wellKnown = "/.well-known/ssf-configuration"
+	u.Path = wellKnown + strings.TrimSuffix(issuer.Path, "/")
+	if issuer.RawPath != "" {
+		u.RawPath = wellKnown + strings.TrimSuffix(issuer.RawPath, "/")
+	}
+	return u.String()
 }
 
 // checkURL accepts absolute http and https URLs only.
@@ -321,13 +363,14 @@ func (s *Set) unknownKID(kid string) ([]*verifier.Key, bool) {
 }
 
 // Seed starts s with the keys old has loaded, when both read the same
-// source with the same issuer binding, and reports whether it did. A config
+// source (the same discovery document, for an issuer) with the same issuer
+// binding, and reports whether it did. A config
 // reload builds new Sets: seeded from the old ones, they answer at once,
 // and keep the old keys while the provider is down, instead of failing
 // with keys_unavailable until their first fetch succeeds. Call it before
 // Start or Refresh.
 func (s *Set) Seed(old *Set) bool {
-	if old == nil || old == s || old.url != s.url || old.issuer != s.issuer || old.keyIssuer != s.keyIssuer {
+	if old == nil || old == s || old.url != s.url || old.issuer != s.issuer || old.keyIssuer != s.keyIssuer || old.discoveryURL != s.discoveryURL {
 		return false
 	}
 	old.fetchMu.Lock()
