@@ -67,6 +67,13 @@ type Config struct {
 	// Token.JKT and Token.X5T. False (the default) refuses them with
 	// CodeBinding: a bound token is never a plain bearer token.
 	AllowBound bool
+	// EventTokens is for the verifier of Security Event Tokens (RFC 8417)
+	// and OpenID back-channel logout tokens, never of access tokens: it
+	// lets tokens with a secevent+jwt or logout+jwt typ, or an events
+	// claim, through (the caller checks which kind it expects), and does
+	// not require exp, which SETs lack (an exp present is still
+	// enforced). False, the default, refuses such tokens with CodeType.
+	EventTokens bool
 	// CacheEntries bounds the cache of verified tokens; 0 means
 	// DefaultCacheEntries, negative disables the cache.
 	CacheEntries int
@@ -198,7 +205,7 @@ func (v *Verifier) verify(token string, now time.Time) (*Token, error) {
 	}
 	// Whatever token_type allows: a logout token or a SET presented as an
 	// access token is a token replayed at the wrong door.
-	if p.events || isEventType(t.Type) {
+	if (p.events || isEventType(t.Type)) && !v.cfg.EventTokens {
 		return nil, errEventToken
 	}
 	if len(v.types) > 0 && !v.typeAccepted(t.Type) {
@@ -207,7 +214,7 @@ func (v *Verifier) verify(token string, now time.Time) (*Token, error) {
 	if p.claimsErr != nil {
 		return nil, p.claimsErr
 	}
-	if !t.hasExp {
+	if !t.hasExp && !v.cfg.EventTokens {
 		return nil, errNoExp
 	}
 	for _, name := range v.cfg.Require {
@@ -314,7 +321,7 @@ func (v *Verifier) checkSignature(p *parsed, alg Algorithm) error {
 func (v *Verifier) checkTimes(t *Token, now time.Time) error {
 	n := unixSeconds(now)
 	leeway := v.cfg.Leeway.Seconds()
-	if n-leeway >= t.exp {
+	if t.hasExp && n-leeway >= t.exp {
 		return errExpired
 	}
 	if t.hasNbf && n+leeway < t.nbf {
