@@ -1,6 +1,7 @@
 package jwtguard
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -24,10 +25,26 @@ func init() {
 }
 
 // verifiedVar is the request variable in which jwtguard leaves the token
-// it verified, for jwtguard_logout. A value of any other type (a `vars`
-// directive writing this name) is not a verified token and revokes
-// nothing.
+// it verified, for jwtguard_logout; or noToken{} when an optional jwtguard
+// let the request through without one (and none was verified before), or
+// once jwtguard_logout has revoked it. Neither type can be written by a
+// `vars` or `map` directive: a value of any other type, or none, means no
+// jwtguard ran before jwtguard_logout, and the logout fails rather than
+// pass the request on having revoked nothing.
 const verifiedVar = "jwtguard.verified_token"
+
+// noToken in verifiedVar: jwtguard ran, and there is no token to revoke.
+type noToken struct{}
+
+// markAnonymous records that jwtguard let r through without a token,
+// unless an earlier jwtguard in the chain verified one.
+func markAnonymous(r *http.Request) {
+	if _, ok := caddyhttp.GetVar(r.Context(), verifiedVar).(*verifier.Token); !ok {
+		caddyhttp.SetVar(r.Context(), verifiedVar, noToken{})
+	}
+}
+
+var errNoJwtguard = errors.New("jwtguard_logout: no jwtguard handler ran before it for this request, nothing was revoked")
 
 // logoutInUse tells jwtguard handlers to leave the verified token in the
 // request's variables: only configs with a jwtguard_logout pay for it.
@@ -68,16 +85,26 @@ func (l *Logout) Provision(ctx caddy.Context) error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (l *Logout) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	tok, ok := caddyhttp.GetVar(r.Context(), verifiedVar).(*verifier.Token)
+	v := caddyhttp.GetVar(r.Context(), verifiedVar)
+	tok, ok := v.(*verifier.Token)
 	if !ok {
-		return next.ServeHTTP(w, r)
+		if _, anonymous := v.(noToken); anonymous {
+			return next.ServeHTTP(w, r)
+		}
+		// No jwtguard ran before this handler: written above jwtguard in a
+		// route block, a jwtguard behind another matcher, or the variable
+		// overwritten. Passing on would tell the user "logged out" while
+		// the token stays valid.
+		l.logger.Error("jwtguard_logout found no jwtguard before it for this request, and revoked nothing; put a jwtguard handler before it in the same route")
+		return caddyhttp.Error(http.StatusInternalServerError, errNoJwtguard)
 	}
 	if err := l.revoke(tok); err != nil {
 		l.logger.Error("logout could not store its revocation", zap.String("token_id", tok.ID), zap.Error(err))
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("logout: revocation list unavailable: %w", err))
 	}
-	// Once revoked, the token is no longer this request's to hand on.
-	caddyhttp.SetVar(r.Context(), verifiedVar, nil)
+	// Once revoked, the token is no longer this request's to hand on; a
+	// second jwtguard_logout in the chain finds nothing left to revoke.
+	caddyhttp.SetVar(r.Context(), verifiedVar, noToken{})
 	return next.ServeHTTP(w, r)
 }
 

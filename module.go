@@ -415,6 +415,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	raw, from, repeated, found := verifier.Extract(r, h.sources)
 	if !found {
 		if h.Optional {
+			if logoutInUse.Load() {
+				markAnonymous(r)
+			}
 			countResult(resultAnonymous)
 			return next.ServeHTTP(w, r)
 		}
