@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
@@ -49,6 +50,59 @@ func (c sessionChain) serve(t *testing.T, tok string, vars map[string]any) (code
 func testLogout(store *revocation.Store, everywhere bool) *Logout {
 	logoutInUse.Store(true)
 	return &Logout{Everywhere: everywhere, app: testApp(store), logger: zap.NewNop()}
+}
+
+// A token without iss can say nothing about which issuer's subject it
+// speaks for. `jwtguard_logout everywhere` still stored a subject entry
+// for its sub with no iss, which matches that sub from every issuer: in a
+// store shared by several sites (one per Caddy, SPEC "Modules"), a user of
+// a site that signs its own iss-less tokens (jwtguard sign, a service key)
+// logged out every namesake at every identity provider, "alice" or a
+// numeric user id alike. The fix refuses the any-issuer entry: the token
+// itself is revoked, and the request fails (500, so nobody is told "logged
+// out everywhere") instead of logging out strangers.
+func TestAttackLogoutEverywhereWithoutIssuer(t *testing.T) {
+	store := attackStore(t, 0)
+	local := newHandler(t, "jwtguard {\n secret "+testSecret+"\n}", store) // iss-less tokens, e.g. from jwtguard sign
+	idp := newHandler(t, "jwtguard {\n secret "+testSecret+"\n issuer https://idp.example\n}", store)
+	old := time.Now().Add(-time.Minute).Unix()
+	mine := sign(t, jwt.MapClaims{"sub": "alice", "iat": old})
+	victim := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp.example", "jti": "v1", "iat": old})
+
+	if code, up := (sessionChain{idp}).serve(t, victim, nil); code != 0 || !up.called {
+		t.Fatalf("victim's token before: %d", code)
+	}
+	code, up := (sessionChain{local, testLogout(store, true)}).serve(t, mine, nil)
+	if code, up := (sessionChain{idp}).serve(t, victim, nil); code != 0 || !up.called {
+		t.Errorf("another issuer's alice is refused (%d) after an iss-less alice logged out everywhere", code)
+	}
+	// The logout itself: its own token is revoked either way, and it is
+	// not answered as a success it was not.
+	if c, _ := (sessionChain{local}).serve(t, mine, nil); c != http.StatusUnauthorized {
+		t.Errorf("the logged-out token still passes: %d", c)
+	}
+	if up.called || code != http.StatusInternalServerError {
+		t.Errorf("logout everywhere of an iss-less token: status %d, next handler ran %v; want 500 and not run", code, up.called)
+	}
+	for _, e := range mustList(t, store, revocation.KindSubject) {
+		if e.Issuer == "" {
+			t.Errorf("an any-issuer subject entry was stored: %+v", e)
+		}
+	}
+
+	// With iss, everywhere stays within that issuer (sound before the fix).
+	mine2 := sign(t, jwt.MapClaims{"sub": "bob", "iss": "https://idp.example", "iat": old})
+	other := newHandler(t, "jwtguard {\n secret "+testSecret+"\n issuer https://other.example\n}", store)
+	otherBob := sign(t, jwt.MapClaims{"sub": "bob", "iss": "https://other.example", "iat": old})
+	if code, up := (sessionChain{idp, testLogout(store, true)}).serve(t, mine2, nil); code != 0 || !up.called {
+		t.Fatalf("logout everywhere with iss: %d", code)
+	}
+	if code, _ := (sessionChain{other}).serve(t, otherBob, nil); code != 0 {
+		t.Errorf("bob of another issuer refused after an idp bob logged out everywhere: %d", code)
+	}
+	if code, _ := (sessionChain{idp}).serve(t, sign(t, jwt.MapClaims{"sub": "bob", "iss": "https://idp.example", "iat": old}), nil); code != http.StatusUnauthorized {
+		t.Errorf("an older idp bob token passes after logout everywhere: %d", code)
+	}
 }
 
 func mustList(t *testing.T, store *revocation.Store, kind revocation.Kind) []revocation.Entry {

@@ -46,6 +46,8 @@ func markAnonymous(r *http.Request) {
 
 var errNoJwtguard = errors.New("jwtguard_logout: no jwtguard handler ran before it for this request, nothing was revoked")
 
+var errNoIssuer = errors.New("jwtguard_logout everywhere: the token has no iss, so its subject cannot be told from other issuers' namesakes; only the token was revoked")
+
 // logoutInUse tells jwtguard handlers to leave the verified token in the
 // request's variables: only configs with a jwtguard_logout pay for it.
 var logoutInUse atomic.Bool
@@ -56,7 +58,9 @@ var logoutInUse atomic.Bool
 // nothing.
 type Logout struct {
 	// Everywhere revokes the subject (iss and sub) as of now, as well as
-	// the token itself, instead of the token alone.
+	// the token itself, instead of the token alone. A token without iss
+	// gets only itself revoked, and the request fails (500): its sub
+	// alone would match namesakes from every issuer.
 	Everywhere bool `json:"everywhere,omitempty"`
 
 	app    *App
@@ -99,6 +103,11 @@ func (l *Logout) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return caddyhttp.Error(http.StatusInternalServerError, errNoJwtguard)
 	}
 	if err := l.revoke(tok); err != nil {
+		if errors.Is(err, errNoIssuer) {
+			l.logger.Error("logout everywhere of a token without iss: only the token was revoked; an entry for its sub would log out that sub at every issuer",
+				zap.String("token_id", tok.ID))
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		}
 		l.logger.Error("logout could not store its revocation", zap.String("token_id", tok.ID), zap.Error(err))
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("logout: revocation list unavailable: %w", err))
 	}
@@ -124,9 +133,13 @@ func (l *Logout) revoke(tok *verifier.Token) error {
 	if !l.Everywhere || tok.Subject == "" {
 		return nil
 	}
-	// Without iss, the entry matches this sub from any issuer, which is
-	// what the route accepts: a key that verifies iss-less tokens can
-	// speak for any subject already.
+	// Without iss, a subject entry would match this sub from every issuer,
+	// at every site sharing the store: namesakes at other identity
+	// providers would be logged out. Only the token is revoked, and the
+	// request fails rather than be told it logged out everywhere.
+	if tok.Issuer == "" {
+		return errNoIssuer
+	}
 	now := time.Now()
 	if _, _, err := store.Add(revocation.Entry{Subject: tok.Subject, Issuer: tok.Issuer, Before: &now, Reason: "logout everywhere"}); err != nil {
 		return err
