@@ -289,7 +289,7 @@ func (a adminAPI) list(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	kind := revocation.Kind(q.Get("kind"))
 	if kind != "" && !validKind(kind) {
-		return apiError(http.StatusBadRequest, "kind: %q is not one of jti, token, subject, key", kind)
+		return apiError(http.StatusBadRequest, "kind: %.32q is not one of jti, token, subject, key, session", kind)
 	}
 	limit, err := parseLimit(q)
 	if err != nil {

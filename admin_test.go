@@ -228,6 +228,10 @@ func TestAdminBadInput(t *testing.T) {
 			t.Errorf("GET %s: status %d, want 400", q, code)
 		}
 	}
+	// The message lists every kind, session included.
+	if code, _, out := call(t, "GET", "/jwtguard/revocations?kind=bogus", "", ""); code != 400 || !strings.Contains(out["error"].(string), "session") {
+		t.Errorf("GET ?kind=bogus: %d %v, want 400 naming the session kind", code, out)
+	}
 	if code, _, _ := call(t, "GET", "/jwtguard/other", "", ""); code != 404 {
 		t.Errorf("unknown path: %d", code)
 	}
