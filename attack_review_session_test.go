@@ -7,13 +7,16 @@ package jwtguard
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -161,5 +164,43 @@ func TestAttackLogoutWithoutJwtguardPassesSilently(t *testing.T) {
 	tok2 := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "r2"})
 	if code, up := (sessionChain{guard, testLogout(store, false), testLogout(store, false)}).serve(t, tok2, nil); code != 0 || !up.called {
 		t.Errorf("two logouts in a chain: %d", code)
+	}
+}
+
+// The verified token left in the request's variables shows only its id
+// through {http.vars.*}, in a log_append field (zap.Any) and as %v text:
+// never the raw token nor its claims. This held on the code reviewed.
+func TestAttackVerifiedVarShowsOnlyTheID(t *testing.T) {
+	store := attackStore(t, 0)
+	logoutInUse.Store(true)
+	guard := newHandler(t, "jwtguard {\n secret "+testSecret+"\n}", store)
+	tok := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "leak-1", "email": "alice@example.com"})
+	vars := map[string]any{}
+	if code, up := (sessionChain{guard}).serve(t, tok, vars); code != 0 || !up.called {
+		t.Fatalf("token refused: %d", code)
+	}
+	r := httptest.NewRequest("GET", "/", nil)
+	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, vars))
+	repl := caddyhttp.NewTestReplacer(r)
+	v := vars[verifiedVar]
+	enc := zapcore.NewMapObjectEncoder()
+	zap.Any("v", v).AddTo(enc)
+	for name, got := range map[string]string{
+		"placeholder": repl.ReplaceAll("{http.vars."+verifiedVar+"}", ""),
+		"zap.Any":     fmt.Sprint(enc.Fields["v"]),
+		"%v":          fmt.Sprintf("%v %+v %s", v, v, v),
+	} {
+		if strings.Contains(got, tok[strings.LastIndexByte(tok, '.')+1:]) || strings.Contains(got, "alice") {
+			t.Errorf("%s shows more than the token id: %q", name, got)
+		}
+		if !strings.Contains(got, "https://idp#leak-1") {
+			t.Errorf("%s: %q, want the token id", name, got)
+		}
+	}
+}
+
+func TestNoTokenShowsEmpty(t *testing.T) {
+	if got := caddy.ToString(noToken{}); got != "" {
+		t.Errorf("the anonymous marker reads %q through a placeholder", got)
 	}
 }

@@ -36,6 +36,10 @@ const verifiedVar = "jwtguard.verified_token"
 // noToken in verifiedVar: jwtguard ran, and there is no token to revoke.
 type noToken struct{}
 
+// String keeps {http.vars.jwtguard.verified_token} empty, as without a
+// token before the marker existed.
+func (noToken) String() string { return "" }
+
 // markAnonymous records that jwtguard let r through without a token,
 // unless an earlier jwtguard in the chain verified one.
 func markAnonymous(r *http.Request) {
