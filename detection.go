@@ -483,7 +483,7 @@ func (h *Handler) watch(r *http.Request, tok *verifier.Token) *verifier.Error {
 		log.Use(&audit.Use{
 			TokenID: req.TokenID, Issuer: req.Issuer, Subject: req.Subject,
 			ExpiresAt: req.Expires.Unix(), ClientIP: req.ClientIP, UserAgent: req.UserAgent,
-			JTI: tok.JTI, KeyID: revocationKeyID(tok), IssuedAt: iat, HasIssuedAt: hasIat,
+			JTI: tok.JTI, KeyID: revocationKeyID(tok), SID: tok.SID, IssuedAt: iat, HasIssuedAt: hasIat,
 			Country: h.country,
 		})
 	}

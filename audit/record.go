@@ -29,9 +29,9 @@ type Usage struct {
 	// pair is counted once; past 1024 dropped pairs it stops growing.
 	ClientsDropped uint64 `json:"clients_dropped"`
 
-	jti, kid string
-	iat      int64
-	hasIat   bool
+	jti, kid, sid string
+	iat           int64
+	hasIat        bool
 }
 
 // Client is one (client IP, User-Agent) pair of a Usage.
@@ -53,6 +53,7 @@ func (u *Usage) RevocationToken() revocation.Token {
 		Subject:     u.Subject,
 		JTI:         u.jti,
 		KeyID:       u.kid,
+		SID:         u.sid,
 		IssuedAt:    u.iat,
 		HasIssuedAt: u.hasIat,
 	}
@@ -69,6 +70,7 @@ const (
 // record is a token's usage as stored. Times are unix seconds.
 type record struct {
 	tokenID, iss, sub, jti, kid string
+	sid                         string
 	iat                         int64
 	hasIat                      bool
 	exp, first, last            int64
@@ -96,6 +98,7 @@ func (r *record) usage() Usage {
 		ClientsDropped: uint64(len(r.dropped)),
 		jti:            r.jti,
 		kid:            r.kid,
+		sid:            r.sid,
 		iat:            r.iat,
 		hasIat:         r.hasIat,
 	}
@@ -122,7 +125,7 @@ func (r *record) merge(p *pendingToken) {
 	if r.tokenID == "" {
 		r.tokenID, r.first = p.id, p.first
 	}
-	r.iss, r.sub, r.jti, r.kid = p.iss, p.sub, p.jti, p.kid
+	r.iss, r.sub, r.jti, r.kid, r.sid = p.iss, p.sub, p.jti, p.kid, p.sid
 	r.iat, r.hasIat, r.exp = p.iat, p.hasIat, p.exp
 	r.first = min(r.first, p.first)
 	r.last = max(r.last, p.last)
@@ -205,13 +208,13 @@ func pairHash(ip netip.Addr, ua string) uint64 {
 }
 
 // Stored record: a version byte, then each field in the order of record,
-// strings and lengths as uvarints, times as varints.
-const recordVersion = 1
+// strings and lengths as uvarints, times as varints. Version 1 had no sid.
+const recordVersion = 2
 
 func (r *record) encode() []byte {
 	b := make([]byte, 0, 128+len(r.clients)*(64+maxUserAgent/2)+8*len(r.dropped))
 	b = append(b, recordVersion)
-	for _, s := range [...]string{r.tokenID, r.iss, r.sub, r.jti, r.kid} {
+	for _, s := range [...]string{r.tokenID, r.iss, r.sub, r.jti, r.kid, r.sid} {
 		b = appendString(b, s)
 	}
 	b = binary.AppendVarint(b, r.iat)
@@ -249,12 +252,16 @@ func appendString(b []byte, s string) []byte {
 
 func decodeRecord(v []byte) (record, error) {
 	d := decoder{b: v}
-	if d.byte() != recordVersion {
+	version := d.byte()
+	if version != 1 && version != recordVersion {
 		return record{}, errCorrupt
 	}
 	var r record
 	for _, s := range [...]*string{&r.tokenID, &r.iss, &r.sub, &r.jti, &r.kid} {
 		*s = d.string()
+	}
+	if version >= 2 {
+		r.sid = d.string()
 	}
 	r.iat = d.varint()
 	r.hasIat = d.byte() == 1

@@ -24,10 +24,11 @@ type Use struct {
 	ExpiresAt int64 // unix seconds
 	ClientIP  netip.Addr
 	UserAgent string
-	// JTI, KeyID, IssuedAt and HasIssuedAt are kept so the admin API can
+	// JTI, KeyID, SID, IssuedAt and HasIssuedAt are kept so the admin API can
 	// ask the revocation list whether the token is revoked now.
 	JTI         string
 	KeyID       string
+	SID         string
 	IssuedAt    int64 // unix seconds
 	HasIssuedAt bool
 	// Country names the country of an address (ISO code, "" if unknown);
@@ -51,15 +52,15 @@ type shard struct {
 
 // pendingToken is a token's usage since the last flush.
 type pendingToken struct {
-	id, iss, sub, jti, kid string
-	iat                    int64
-	hasIat                 bool
-	exp                    int64
-	first, last            int64
-	requests               uint64
-	country                func(netip.Addr) string
-	clients                []pendingClient // in the order first seen, at most maxClients
-	over                   map[uint64]*overflow
+	id, iss, sub, jti, kid, sid string
+	iat                         int64
+	hasIat                      bool
+	exp                         int64
+	first, last                 int64
+	requests                    uint64
+	country                     func(netip.Addr) string
+	clients                     []pendingClient // in the order first seen, at most maxClients
+	over                        map[uint64]*overflow
 }
 
 type pendingClient struct {
@@ -163,8 +164,8 @@ func (l *Log) reserve() bool {
 // point into request buffers.
 func newPending(u *Use, now int64) *pendingToken {
 	var b strings.Builder
-	b.Grow(len(u.TokenID) + len(u.Issuer) + len(u.Subject) + len(u.JTI) + len(u.KeyID))
-	parts := [...]string{u.TokenID, u.Issuer, u.Subject, u.JTI, u.KeyID}
+	b.Grow(len(u.TokenID) + len(u.Issuer) + len(u.Subject) + len(u.JTI) + len(u.KeyID) + len(u.SID))
+	parts := [...]string{u.TokenID, u.Issuer, u.Subject, u.JTI, u.KeyID, u.SID}
 	for _, s := range parts {
 		b.WriteString(s)
 	}
@@ -174,7 +175,7 @@ func newPending(u *Use, now int64) *pendingToken {
 		cut[i], all = all[:len(s)], all[len(s):]
 	}
 	return &pendingToken{
-		id: cut[0], iss: cut[1], sub: cut[2], jti: cut[3], kid: cut[4],
+		id: cut[0], iss: cut[1], sub: cut[2], jti: cut[3], kid: cut[4], sid: cut[5],
 		iat: u.IssuedAt, hasIat: u.HasIssuedAt, exp: u.ExpiresAt,
 		first: now, last: now,
 		country: u.Country,

@@ -25,6 +25,7 @@ func sampleUse(id string) *Use {
 		UserAgent:   "curl/8.5.0",
 		JTI:         "j-" + id,
 		KeyID:       "k1",
+		SID:         "sess-" + id,
 		IssuedAt:    1700000000,
 		HasIssuedAt: true,
 	}
@@ -262,6 +263,32 @@ func TestDroppedCountStopsAtItsBound(t *testing.T) {
 	}
 }
 
+// A record stored by a version without sid (format 1) still reads.
+func TestDecodeRecordVersion1(t *testing.T) {
+	r := record{tokenID: "t", iss: "i", sub: "s", jti: "j", kid: "k", sid: "gone", iat: 5, hasIat: true, exp: 9, first: 1, last: 2, requests: 3}
+	v2 := r.encode()
+	// Format 1 is format 2 without the sid string (here a length byte
+	// and four bytes right after kid).
+	off := 1
+	for _, s := range []string{r.tokenID, r.iss, r.sub, r.jti, r.kid} {
+		off += 1 + len(s)
+	}
+	v1 := append([]byte{1}, v2[1:off]...)
+	v1 = append(v1, v2[off+1+len(r.sid):]...)
+	back, err := decodeRecord(v1)
+	want := r
+	want.sid = ""
+	if err != nil || back.tokenID != want.tokenID || back.kid != "k" || back.sid != "" || back.iat != 5 || back.requests != 3 {
+		t.Fatalf("format 1: %+v, %v", back, err)
+	}
+	if back2, err := decodeRecord(v2); err != nil || back2.sid != "gone" {
+		t.Fatalf("format 2: sid %q, %v", back2.sid, err)
+	}
+	if _, err := decodeRecord(append([]byte{3}, v2[1:]...)); !errors.Is(err, errCorrupt) {
+		t.Fatalf("format 3: %v", err)
+	}
+}
+
 func TestDecodeRecordRejectsCorruption(t *testing.T) {
 	r := record{tokenID: "t", sub: "s", clients: []clientRow{{ip: netip.MustParseAddr("192.0.2.1"), ua: "u"}}, dropped: []uint64{1, 2}}
 	v := r.encode()
@@ -331,13 +358,24 @@ func TestRevocationToken(t *testing.T) {
 	e.log.Use(sampleUse("t1"))
 	mustFlush(t, e.log)
 	got := mustUsage(t, e.log, "t1")
-	want := revocation.Token{ID: "t1", Issuer: iss, Subject: "alice", JTI: "j-t1", KeyID: "k1", IssuedAt: 1700000000, HasIssuedAt: true}
+	want := revocation.Token{ID: "t1", Issuer: iss, Subject: "alice", JTI: "j-t1", KeyID: "k1", SID: "sess-t1", IssuedAt: 1700000000, HasIssuedAt: true}
 	if tok := got.RevocationToken(); tok != want {
 		t.Fatalf("RevocationToken() = %+v, want %+v", tok, want)
 	}
 	tok := got.RevocationToken()
 	if r, err := e.store.Revoked(&tok); r || err != nil {
 		t.Fatalf("revoked before any entry: %v %v", r, err)
+	}
+	// The usage view says revoked for a session entry too.
+	sess, _, err := e.store.Add(revocation.Entry{SID: "sess-t1", Issuer: iss})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := e.store.Revoked(&tok); !r || err != nil {
+		t.Errorf("not revoked by a session entry: %v %v", r, err)
+	}
+	if _, _, err := e.store.Delete(sess.ID); err != nil {
+		t.Fatal(err)
 	}
 	if _, _, err := e.store.Add(revocation.Entry{Subject: "alice", Issuer: iss}); err != nil {
 		t.Fatal(err)
