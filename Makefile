@@ -33,7 +33,7 @@ unit:
 
 # The packages with shared state, again under the race detector.
 race:
-	$(GO) test -count=1 -race -timeout 20m -short ./verifier/ ./revocation/ ./jwks/ ./detect/ ./audit/ ./dpop/ .
+	$(GO) test -count=1 -race -timeout 20m -short ./verifier/ ./revocation/ ./jwks/ ./detect/ ./audit/ ./dpop/ ./signals/ .
 
 # Each fuzz target briefly: go test runs one target per invocation. Minimizing
 # a new input may otherwise take a minute, all of FUZZTIME. .ci/fuzz.sh runs
@@ -47,6 +47,7 @@ fuzz:
 	$(FUZZ) FuzzCaddyfile .
 	$(FUZZ) FuzzVerify ./dpop/
 	$(FUZZ) FuzzHTU ./dpop/
+	$(FUZZ) FuzzSignals ./signals/
 
 # The end-to-end benchmark against bare Caddy (bench/run.sh; installs wrk if
 # missing): cached and distinct tokens per key type, and hs256-detect (the
