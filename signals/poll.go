@@ -29,6 +29,11 @@ const (
 	// error, and the next poll asks for half as many SETs.
 	MaxPollBody = 1 << 20
 
+	// handOver is how long a poll in flight when its Poller is stopped
+	// may still take: its SETs are applied and its acknowledgements go to
+	// the next Poller of the endpoint, which does not poll meanwhile.
+	handOver = 2 * time.Second
+
 	firstBackoff = time.Second
 	maxBackoff   = time.Minute
 )
@@ -197,7 +202,23 @@ func (p *Poller) Once(ctx context.Context) (more bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.opts.URL, bytes.NewReader(body))
+	// Not cut off the moment ctx ends (see handOver).
+	reqCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+			t := time.NewTimer(handOver)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				cancel()
+			case <-reqCtx.Done():
+			}
+		case <-reqCtx.Done():
+		}
+	}()
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, p.opts.URL, bytes.NewReader(body))
 	if err != nil {
 		return false, err
 	}
