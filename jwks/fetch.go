@@ -109,7 +109,7 @@ func (s *Set) discover(ctx context.Context) (string, error) {
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return "", &fetchError{ResultJSON, fmt.Errorf("discovery document: malformed JSON: %v", err)}
 	}
-	// OpenID Connect Discovery 1.0 §4.3, SSF 1.0 §7.2.3: the issuer must
+	// OpenID Connect Discovery 1.0 §4.3, and SSF 1.0 likewise: the issuer must
 	// be exactly the one configured, or the keys could be another
 	// provider's.
 	if doc.Issuer != s.issuer {

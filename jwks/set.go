@@ -84,9 +84,10 @@ const (
 	// WellKnownOpenID is OpenID Connect Discovery 1.0 §4: the issuer,
 	// less a trailing slash, + "/.well-known/openid-configuration".
 	WellKnownOpenID = "openid-configuration"
-	// WellKnownSSF is a Shared Signals transmitter's configuration
-	// (SSF 1.0 §7.2): "/.well-known/ssf-configuration" goes between the
-	// issuer's host and its path, the path's trailing slash removed.
+	// WellKnownSSF is a Shared Signals transmitter's configuration (SSF
+	// 1.0, Transmitter Configuration Request):
+	// "/.well-known/ssf-configuration" goes between the issuer's host and
+	// its path, the path's trailing slash removed.
 	WellKnownSSF = "ssf-configuration"
 )
 
@@ -271,7 +272,8 @@ func New(opts Options) (*Set, error) {
 }
 
 // ssfDiscoveryURL is where a transmitter with this issuer publishes its
-// configuration (SSF 1.0 §7.2.1): https://tr.example.com/issuer1 has it at
+// configuration (SSF 1.0, Transmitter Configuration Request):
+// https://tr.example.com/issuer1 has it at
 // https://tr.example.com/.well-known/ssf-configuration/issuer1.
 func ssfDiscoveryURL(issuer *url.URL) string {
 	u := *issuer
