@@ -106,3 +106,21 @@ func TestSignalsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestSignalsCredential: a credential from an unset variable fails
+// provisioning instead of turning the Authorization check off.
+func TestSignalsCredential(t *testing.T) {
+	t.Setenv("JWTGUARD_TEST_PUSH", "s3cret")
+	if got, err := resolveCredential("authorization", "Bearer {env.JWTGUARD_TEST_PUSH}"); err != nil || got != "Bearer s3cret" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	for _, v := range []string{"{env.JWTGUARD_TEST_UNSET}", "Bearer {env.JWTGUARD_TEST_UNSET}", "{env.JWTGUARD_TEST_BLANK}"} {
+		t.Setenv("JWTGUARD_TEST_BLANK", " ")
+		if got, err := resolveCredential("authorization", v); err == nil {
+			t.Errorf("%s resolved to %q", v, got)
+		}
+	}
+	if got, err := resolveCredential("authorization", ""); err != nil || got != "" {
+		t.Fatalf("no credential: %q, %v", got, err)
+	}
+}

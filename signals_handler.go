@@ -125,14 +125,7 @@ func (s *Signals) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	repl := caddy.NewReplacer()
-	secret := func(what, v string) (string, error) {
-		out, err := repl.ReplaceOrErr(v, true, true)
-		if err != nil {
-			return "", fmt.Errorf("jwtguard_signals: %s: %v", what, err)
-		}
-		return out, nil
-	}
+	secret := resolveCredential
 	cfg := signals.Config{
 		Audiences:     s.Audiences,
 		TokenLifetime: time.Duration(s.TokenLifetime),
@@ -193,6 +186,20 @@ func (s *Signals) Provision(ctx caddy.Context) error {
 		}()
 	}
 	return nil
+}
+
+// resolveCredential replaces the placeholders of an Authorization value.
+// One that comes out empty (an {env.*} that is not set) is an error: an
+// empty authorization would quietly let any signed SET in without it.
+func resolveCredential(what, v string) (string, error) {
+	out, err := caddy.NewReplacer().ReplaceOrErr(v, true, true)
+	if err == nil && v != "" && strings.TrimSpace(out) == "" {
+		err = errors.New("empty")
+	}
+	if err != nil {
+		return "", fmt.Errorf("jwtguard_signals: %s: %v", what, err)
+	}
+	return out, nil
 }
 
 // checkStore fails provisioning when the revocation list could never

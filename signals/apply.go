@@ -15,7 +15,7 @@ import (
 // database (the list owns e/, i/, k/ and x/, the audit log ev/ es/ et/ ew/
 // ei/ eo/ ec/ wh/ us/ ux/, the cluster c?/):
 //
-//	g/ <kind> <h16(iss, jti)> -> <until, unix seconds BE>, Badger TTL until
+//	g/ <kind> <h16(len(iss) iss jti)> -> <until, unix seconds BE>, Badger TTL until
 //
 // one per applied signal, kind 's' for a SET and 'l' for a logout token,
 // written in the transaction of the signal's last revocation entry.
@@ -27,9 +27,10 @@ const (
 )
 
 func memoryKey(kind byte, iss, jti string) []byte {
+	// Length-prefixed, so that no (iss, jti) pair spells another's.
 	h := sha256.New()
+	h.Write(binary.AppendUvarint(nil, uint64(len(iss))))
 	h.Write([]byte(iss))
-	h.Write([]byte{0})
 	h.Write([]byte(jti))
 	k := make([]byte, 0, len(memoryPrefix)+1+16)
 	k = append(append(k, memoryPrefix...), kind)

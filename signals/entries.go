@@ -226,6 +226,11 @@ func (r *Receiver) eventEntries(iss, typ, raw, subID string, iat time.Time) ([]r
 		if at, ok = numericDate(ts); !ok {
 			return nil, errors.New("event_timestamp is not a NumericDate")
 		}
+		// An event has happened: one dated ahead would revoke the tokens
+		// the user gets until then, locking them out.
+		if at.After(r.now().Add(ClockSkew)) {
+			return nil, errors.New("event_timestamp is in the future")
+		}
 	}
 	subjRaw := subID
 	if subjRaw == "" {
