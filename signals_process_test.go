@@ -316,6 +316,8 @@ func TestSignalsPollCrash(t *testing.T) {
 	ackInFlight := make(chan struct{})
 	var once sync.Once
 	release := make(chan struct{}) // lets the redelivery go
+	// The handler reads the script on requests from another process.
+	idp.mu.Lock()
 	idp.poll = func(n int, ack []string, r *http.Request) map[string]string {
 		switch {
 		case n == 1:
@@ -335,6 +337,7 @@ func TestSignalsPollCrash(t *testing.T) {
 		}
 		return map[string]string{}
 	}
+	idp.mu.Unlock()
 
 	caddy := site.start(t, bin, home)
 	select {
