@@ -382,3 +382,36 @@ func TestSignalsPollCrash(t *testing.T) {
 	t.Logf("polls (their acks): %v", idp.polls())
 	caddy.Stop(t)
 }
+
+// TestSignalsValidateDoesNotPoll: `caddy validate` of a config with a
+// polled transmitter polls nothing, and succeeds beside a running server
+// of the same config, whose store (locked by the server) it does not
+// open. (That poll loops wait for a started app is TestWaitForApp's.)
+func TestSignalsValidateDoesNotPoll(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy; skipped with -short")
+	}
+	bin := e2etest.Build(t)
+	idp := newProcIdP(t)
+	site := newSignalsSite(t, 18113, 12113, idp, true)
+
+	out := e2etest.Run(t, bin, "validate", "--config", site.cfg, "--adapter", "caddyfile")
+	time.Sleep(200 * time.Millisecond) // a poll loop left behind would have polled by now
+	if n := len(idp.polls()); n != 0 {
+		t.Fatalf("caddy validate polled %d times; output: %s", n, out)
+	}
+
+	caddy := site.start(t, bin, "")
+	deadline := time.Now().Add(30 * time.Second)
+	for len(idp.polls()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the running server never polled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res := caddy.TryCLI(t, "validate", "--config", site.cfg, "--adapter", "caddyfile")
+	if res.ExitCode != 0 || !strings.Contains(res.Stdout+res.Stderr, "Valid configuration") {
+		t.Fatalf("caddy validate beside the server: exit %d\n%s\n%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	caddy.Stop(t)
+}
