@@ -25,6 +25,52 @@ func (h *Handler) clusterShared() sharedOnce {
 	return s
 }
 
+// clusterLink finds the cluster engine for a handler's DPoP checks. A
+// handler with `revocation off` and no `detect` takes no app of its own
+// (Provision asks for one only to check revocations or keep an audit), yet
+// its node is as much part of the cluster as any: it uses the app of the
+// running config, which holds the process's one store and engine.
+type clusterLink struct {
+	h       *Handler
+	app     atomic.Pointer[App]
+	settled atomic.Bool  // the app found is kept from now on
+	first   atomic.Int64 // unix nanoseconds of the first look
+	looked  atomic.Int64 // and of the last
+}
+
+func (l *clusterLink) shared() sharedOnce {
+	if l.h.app != nil {
+		return l.h.clusterShared()
+	}
+	if !l.settled.Load() {
+		l.look()
+	}
+	app := l.app.Load()
+	if app == nil {
+		return nil
+	}
+	s, _ := app.engine().(sharedOnce)
+	return s
+}
+
+// look asks for the running config's app once a second during the
+// handler's first minute of requests: its own config's app may start
+// after the first requests arrive (the previous config's is current until
+// then), and currentApp takes a lock, not to be taken on every request.
+// After that minute the app found is kept.
+func (l *clusterLink) look() {
+	now := time.Now().UnixNano()
+	l.first.CompareAndSwap(0, now)
+	last := l.looked.Load()
+	if now-last < int64(time.Second) || !l.looked.CompareAndSwap(last, now) {
+		return
+	}
+	l.app.Store(currentApp())
+	if now-l.first.Load() >= int64(time.Minute) {
+		l.settled.Store(true)
+	}
+}
+
 // clusterReplay spends a proof's jti on this node, then, with a cluster,
 // on every node: a proof replayed on another node is refused too. While
 // Redis cannot answer, this node's cache alone decides (as requests go on

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/jwtguard/caddy-jwtguard/detect"
 	"github.com/jwtguard/caddy-jwtguard/dpop"
@@ -38,6 +40,24 @@ type DPoP struct {
 	// scheme://host[:port] clients put in htu, when TLS ends in front of
 	// Caddy or a proxy rewrites the Host. Default: the request's own.
 	Origin string `json:"origin,omitempty"`
+	// How many proofs the replay cache remembers: it refuses new proofs
+	// (503) while it holds that many unexpired. The cache is the
+	// process's, as large as the largest any handler asks for. Default:
+	// 131,072.
+	ReplayCache int `json:"replay_cache,omitempty"`
+}
+
+// maxReplayCache bounds replay_cache: 2 GiB of table at 32 bytes an
+// entry, so that a slip of the keyboard does not take the machine's
+// memory.
+const maxReplayCache = 1 << 26
+
+// replayEntries is the size of replay cache the block asks for.
+func (c *DPoP) replayEntries() int {
+	if c.ReplayCache > 0 {
+		return c.ReplayCache
+	}
+	return dpop.DefaultReplayEntries
 }
 
 // MTLS is the `mtls` block of a handler: tokens bound to a client
@@ -79,6 +99,9 @@ func (c *DPoP) check() error {
 	if c.Leeway != nil && *c.Leeway < 0 {
 		return fmt.Errorf("dpop leeway: must not be negative")
 	}
+	if c.ReplayCache < 0 || c.ReplayCache > maxReplayCache {
+		return fmt.Errorf("dpop replay_cache: %d is not a number of proofs from 1 to %d", c.ReplayCache, maxReplayCache)
+	}
 	cfg := c.config()
 	cfg.Replay = noReplay{}
 	cfg.Nonces = sharedNonces()
@@ -95,9 +118,10 @@ func (noReplay) Seen(string, time.Time) (bool, error) { return true, nil }
 // config reload must not make a spent proof good again nor void the
 // nonces clients hold, and a proof spent on one route stays spent on all.
 var (
-	sharedReplay = sync.OnceValue(func() *dpop.LocalReplayCache {
-		return dpop.NewReplayCache(0, nil)
-	})
+	processReplay struct {
+		sync.Mutex
+		cache *dpop.GrowingReplayCache // made by the first handler provisioned
+	}
 	sharedNonces = sync.OnceValue(func() *dpop.Nonces {
 		n, err := dpop.NewNonces(nil, nil)
 		if err != nil {
@@ -106,6 +130,19 @@ var (
 		return n
 	})
 )
+
+// sharedReplay returns the process's replay cache, made or grown to hold
+// at least entries proofs, and whether this call grew it. It never
+// shrinks: handlers of a config still running may need the room.
+func sharedReplay(entries int) (*dpop.GrowingReplayCache, bool) {
+	processReplay.Lock()
+	defer processReplay.Unlock()
+	if processReplay.cache == nil {
+		processReplay.cache = dpop.NewGrowingReplayCache(entries, nil)
+		return processReplay.cache, false
+	}
+	return processReplay.cache, processReplay.cache.Grow(entries)
+}
 
 func (m *MTLS) check() error {
 	if m.Header != "" && !validHeaderName(m.Header) {
@@ -122,10 +159,16 @@ func (h *Handler) provisionBinding() error {
 			return err
 		}
 		cfg := h.DPoP.config()
+		replay, grew := sharedReplay(h.DPoP.replayEntries())
+		if grew {
+			h.logger.Info("DPoP replay cache grown; the proofs it held stay refused",
+				zap.Int("replay_cache", replay.Entries()))
+		}
 		// With a cluster (known once the store opens), proofs and nonces
 		// are the whole cluster's; the process's own serve until then.
-		cfg.Replay = &clusterReplay{local: sharedReplay(), shared: h.clusterShared, log: h.logger}
-		cfg.Nonces = &clusterNonces{local: sharedNonces(), shared: h.clusterShared}
+		link := &clusterLink{h: h}
+		cfg.Replay = &clusterReplay{local: replay, shared: link.shared, log: h.logger}
+		cfg.Nonces = &clusterNonces{local: sharedNonces(), shared: link.shared}
 		v, err := dpop.New(cfg)
 		if err != nil {
 			return err
@@ -379,6 +422,7 @@ func bindingPlaceholder(tok *verifier.Token) string {
 //		leeway <duration>
 //		nonce
 //		origin <scheme://host[:port]>
+//		replay_cache <n>
 //	}
 func unmarshalDPoP(d *caddyfile.Dispenser) (*DPoP, error) {
 	c := new(DPoP)
@@ -428,6 +472,15 @@ func unmarshalDPoP(d *caddyfile.Dispenser) (*DPoP, error) {
 				return nil, d.Errf("dpop: origin: want one scheme://host[:port]")
 			}
 			c.Origin = args[0]
+		case "replay_cache":
+			if len(args) != 1 {
+				return nil, d.Errf("dpop: replay_cache: want one number of proofs")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 || n > maxReplayCache {
+				return nil, d.Errf("dpop: replay_cache: %q is not a number of proofs from 1 to %d", args[0], maxReplayCache)
+			}
+			c.ReplayCache = n
 		default:
 			return nil, d.Errf("dpop: unrecognized subdirective %s", sub)
 		}

@@ -354,13 +354,13 @@ func (v *Verifier) Verify(proofJWT string, req Request) (Result, error) {
 	}
 
 	// Remembered until no age check could pass it any more. A cache with
-	// its own clock may read a later instant than now, find the first
-	// use's entry just expired and take a replay for a first sighting: the
-	// age is checked again after it answers.
+	// its own clock (not a ReplayCacheAt) may read a later instant than
+	// now, find the first use's entry just expired and take a replay for
+	// a first sighting: the age is checked again after it answers.
 	var first bool
 	var err error
-	if local, ok := v.replay.(*LocalReplayCache); ok {
-		first, err = local.seenAt(p.jti, until, now)
+	if at, ok := v.replay.(ReplayCacheAt); ok {
+		first, err = at.SeenAt(p.jti, until, now)
 	} else {
 		first, err = v.replay.Seen(p.jti, time.Unix(0, until))
 		if err == nil && first && until < v.now().UnixNano() {

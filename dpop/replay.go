@@ -3,6 +3,7 @@ package dpop
 import (
 	"errors"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"sync"
 	"time"
@@ -20,6 +21,17 @@ type ReplayCache interface {
 	Seen(jti string, until time.Time) (firstTime bool, err error)
 }
 
+// ReplayCacheAt is a ReplayCache that can also answer at an instant the
+// caller gives (Unix nanoseconds): Verify passes the one it checked the
+// proof's age at, which saves clock reads and, since the cache then judges
+// expiry at that same instant, the second age check Seen needs.
+type ReplayCacheAt interface {
+	ReplayCache
+	// SeenAt is Seen with until and now in Unix nanoseconds. An entry
+	// whose until is now or later is live.
+	SeenAt(jti string, until, now int64) (firstTime bool, err error)
+}
+
 // ErrReplayCacheFull is LocalReplayCache's answer when it has no room for
 // a new jti before older ones expire.
 var ErrReplayCacheFull = errors.New("dpop: replay cache full")
@@ -28,22 +40,31 @@ var ErrReplayCacheFull = errors.New("dpop: replay cache full")
 // about 2,000 proofs a second over the default 65-second window, in 4 MiB.
 const DefaultReplayEntries = 1 << 17
 
-// LocalReplayCache is a fixed-size replay cache in memory. It never evicts
-// an entry before its time, so when it is full it refuses proofs rather
-// than forget one that could be replayed. Size it as the peak rate of
-// proofs times MaxAge + Leeway.
+// ReplayEntryBytes is what one remembered proof costs: a 16-byte slot,
+// and the table keeps at least two slots an entry (the power of two at or
+// above twice the entries), so 32 to 64 bytes.
+const ReplayEntryBytes = 2 * int(unsafe.Sizeof(replaySlot{}))
+
+// LocalReplayCache is a fixed-size replay cache in memory. It remembers
+// the entries it was made for (a little more when they are spread over
+// several shards), never evicts one before its time, and when it holds
+// that many it refuses proofs rather than forget one that could be
+// replayed. Size it as the peak rate of proofs times MaxAge + Leeway.
 //
 // A jti is kept as a 64-bit keyed hash (maphash, a random seed per cache)
 // with its expiry: 16 bytes, four to a 64-byte bucket, so that looking at
 // a bucket is one cache line. Each hash has two candidate buckets (cuckoo
 // hashing): an insert looks at both, and when both are full, moves an
 // entry to its other bucket to make room. The table has twice the slots
-// of the entries it is sized for. An expired slot is free; nothing sweeps.
+// of the entries it is sized for, so it never gets crowded; a count of
+// slots in use (live or expired, not yet cleared) bounds the entries, and
+// reaching it clears the shard's expired slots once before refusing.
 // Two jtis with one hash make the second look like a replay: one refused
 // request, never an accepted replay, and with 64 bits unheard of.
 type LocalReplayCache struct {
 	seed      maphash.Seed
 	now       func() time.Time
+	entries   int
 	shardBits uint
 	shards    []replayShard
 }
@@ -54,18 +75,24 @@ type replayShard struct {
 	mu    sync.Mutex
 	slots []replaySlot // buckets of bucketSlots
 	mask  uint64       // bucket count - 1
-	_     [64 - 8 - 24 - 8]byte
+	used  int          // slots with until != 0: live, or expired and not cleared
+	limit int          // the most live entries this shard takes
+	_     [64 - 8 - 24 - 8 - 8 - 8]byte
 }
 
 type replaySlot struct {
 	hash  uint64
-	until int64 // Unix nanoseconds; 0 for a slot never used
+	until int64 // Unix nanoseconds; 0 for a free slot
 }
 
-// NewReplayCache returns a cache that holds at least maxEntries live
-// entries (DefaultReplayEntries when maxEntries <= 0); now is its clock,
-// nil for time.Now.
+// NewReplayCache returns a cache that holds maxEntries live entries
+// (DefaultReplayEntries when maxEntries <= 0); now is its clock, nil for
+// time.Now.
 func NewReplayCache(maxEntries int, now func() time.Time) *LocalReplayCache {
+	return newReplayCache(maxEntries, now, maphash.MakeSeed())
+}
+
+func newReplayCache(maxEntries int, now func() time.Time, seed maphash.Seed) *LocalReplayCache {
 	if maxEntries <= 0 {
 		maxEntries = DefaultReplayEntries
 	}
@@ -73,23 +100,32 @@ func NewReplayCache(maxEntries int, now func() time.Time) *LocalReplayCache {
 		now = time.Now
 	}
 	// At least twice the slots of the entries, a power of two, in up to
-	// 64 shards of at least 4096 slots: entries spread over shards
-	// unevenly, and a shard must not fill much beyond half while the
-	// whole is at half, or an insert could find no room before the cache
-	// holds maxEntries.
+	// 64 shards of at least 4096 slots.
 	slots := 1 << bits.Len(uint(2*maxEntries-1))
 	shardBits := uint(6)
 	for shardBits > 0 && slots>>shardBits < 4096 {
 		shardBits--
 	}
-	c := &LocalReplayCache{seed: maphash.MakeSeed(), now: now, shardBits: shardBits, shards: make([]replayShard, 1<<shardBits)}
+	// Entries spread over shards unevenly: each shard takes its share
+	// plus five standard deviations of it, so that no shard refuses
+	// before the whole holds maxEntries. One shard takes exactly that.
+	shards := 1 << shardBits
+	limit := (maxEntries + shards - 1) / shards
+	if shards > 1 {
+		limit += int(math.Ceil(5 * math.Sqrt(float64(limit))))
+	}
+	c := &LocalReplayCache{seed: seed, now: now, entries: maxEntries, shardBits: shardBits, shards: make([]replayShard, shards)}
 	perShard := max(slots>>shardBits, 4*bucketSlots)
 	for i := range c.shards {
 		c.shards[i].slots = alignedSlots(perShard)
 		c.shards[i].mask = uint64(perShard/bucketSlots - 1)
+		c.shards[i].limit = limit
 	}
 	return c
 }
+
+// Entries is the number of live entries the cache was made to hold.
+func (c *LocalReplayCache) Entries() int { return c.entries }
 
 // alignedSlots allocates n slots starting on a 64-byte boundary, so that
 // each bucket is one cache line.
@@ -106,15 +142,22 @@ func alignedSlots(n int) []replaySlot {
 // buckets (more only to make room in a nearly full table); it does not
 // allocate.
 func (c *LocalReplayCache) Seen(jti string, until time.Time) (bool, error) {
-	return c.seenAt(jti, until.UnixNano(), c.now().UnixNano())
+	return c.SeenAt(jti, until.UnixNano(), c.now().UnixNano())
 }
 
-// seenAt is Seen at a given instant (Unix nanoseconds): Verify passes the
-// one it checked the proof's age at, and saves a clock read.
-func (c *LocalReplayCache) seenAt(jti string, until, now int64) (bool, error) {
-	h := maphash.String(c.seed, jti)
+// SeenAt implements ReplayCacheAt.
+func (c *LocalReplayCache) SeenAt(jti string, until, now int64) (bool, error) {
+	return c.seenHash(maphash.String(c.seed, jti), until, now)
+}
+
+func (c *LocalReplayCache) shard(h uint64) *replayShard {
+	return &c.shards[h>>(64-c.shardBits)&(1<<c.shardBits-1)]
+}
+
+// seenHash is SeenAt for a jti already hashed with the cache's seed.
+func (c *LocalReplayCache) seenHash(h uint64, until, now int64) (bool, error) {
 	e := replaySlot{hash: h, until: until}
-	s := &c.shards[h>>(64-c.shardBits)&(1<<c.shardBits-1)]
+	s := c.shard(h)
 	b1, b2 := s.buckets(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -132,6 +175,13 @@ func (c *LocalReplayCache) seenAt(jti string, until, now int64) (bool, error) {
 	if slot < 0 || free2 >= 0 && live2 < live1 {
 		slot = free2
 	}
+	// A slot still holding an expired entry is reused without growing
+	// the count; any other insert needs room under the limit.
+	if (slot < 0 || s.slots[slot].until == 0) && s.used >= s.limit {
+		if s.clearExpired(now); s.used >= s.limit {
+			return false, ErrReplayCacheFull
+		}
+	}
 	if slot < 0 && !s.makeRoom(b1, b2, now) {
 		return false, ErrReplayCacheFull
 	}
@@ -141,8 +191,59 @@ func (c *LocalReplayCache) seenAt(jti string, until, now int64) (bool, error) {
 			slot = s.free(b2, now)
 		}
 	}
-	s.slots[slot] = e
+	s.put(slot, e)
 	return true, nil
+}
+
+// has reports whether the cache holds h unexpired at now.
+func (c *LocalReplayCache) has(h uint64, now int64) bool {
+	s := c.shard(h)
+	b1, b2 := s.buckets(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, live := s.scan(b1, h, now); live < 0 {
+		return true
+	}
+	_, live := s.scan(b2, h, now)
+	return live < 0
+}
+
+// latest returns the largest until of the entries live at now, or now.
+func (c *LocalReplayCache) latest(now int64) int64 {
+	last := now
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for _, e := range s.slots {
+			last = max(last, e.until)
+		}
+		s.mu.Unlock()
+	}
+	return last
+}
+
+// put writes slot i, keeping the count of slots in use.
+func (s *replayShard) put(i int, e replaySlot) {
+	switch was := s.slots[i].until; {
+	case was == 0 && e.until != 0:
+		s.used++
+	case was != 0 && e.until == 0:
+		s.used--
+	}
+	s.slots[i] = e
+}
+
+// clearExpired frees every expired slot of the shard. It runs only when
+// the count reaches the limit: its cost, a pass over the shard, is paid
+// once per many inserts unless the cache is nearly full of live entries,
+// and then it is small beside the signature check each proof has passed.
+func (s *replayShard) clearExpired(now int64) {
+	for i, e := range s.slots {
+		if e.until != 0 && e.until < now {
+			s.slots[i].until = 0
+			s.used--
+		}
+	}
 }
 
 // buckets returns the two candidate buckets of a hash, from different
@@ -153,13 +254,14 @@ func (s *replayShard) buckets(h uint64) (uint64, uint64) {
 
 // scan looks at one bucket: live is -1 when it holds h unexpired, else the
 // count of unexpired slots; free is the index of a slot that can be
-// reused, or -1.
+// reused (one holding an expired entry rather than an empty one, which
+// keeps the count of slots in use down), or -1.
 func (s *replayShard) scan(bucket, h uint64, now int64) (free, live int) {
 	free = -1
 	base := int(bucket) * bucketSlots
 	for i, e := range s.slots[base : base+bucketSlots] {
-		if e.until < now { // never used, or expired
-			if free < 0 {
+		if e.until < now { // empty, or expired
+			if free < 0 || e.until != 0 {
 				free = base + i
 			}
 			continue
@@ -196,7 +298,8 @@ func (s *replayShard) makeRoom(b1, b2 uint64, now int64) bool {
 				continue
 			}
 			if f := s.free(alt, now); f >= 0 {
-				s.slots[f], s.slots[at].until = s.slots[at], 0
+				s.put(f, s.slots[at])
+				s.put(at, replaySlot{})
 				return true
 			}
 		}
@@ -215,9 +318,9 @@ func (s *replayShard) makeRoom(b1, b2 uint64, now int64) bool {
 					continue
 				}
 				if f := s.free(alt2, now); f >= 0 {
-					s.slots[f] = s.slots[mid]
-					s.slots[mid] = s.slots[at]
-					s.slots[at].until = 0
+					s.put(f, s.slots[mid])
+					s.put(mid, s.slots[at])
+					s.put(at, replaySlot{})
 					return true
 				}
 			}

@@ -2,7 +2,6 @@ package dpop
 
 import (
 	"errors"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -137,11 +136,14 @@ func TestReplayCacheAllocations(t *testing.T) {
 }
 
 // BenchmarkReplayCacheInsert inserts distinct UUID-sized jtis as Verify
-// does (seenAt, with the clock reading Verify already has), at a steady
+// does (SeenAt, with the clock reading Verify already has), at a steady
 // state: time moves 1ms per insert and entries live 65s, so 65,000 are
 // live in a cache sized for 100,000 (4 MiB), slots reused as they expire.
 // In parallel, each goroutine keeps its own time, a millisecond per
 // insert of its own, so that no shared clock is the bottleneck measured.
+// local is a LocalReplayCache; growing the GrowingReplayCache the handler
+// uses; grown the same after a Grow, while the replaced table is still
+// consulted.
 func BenchmarkReplayCacheInsert(b *testing.B) {
 	const n = 1 << 18
 	jtis := make([]string, n)
@@ -149,40 +151,62 @@ func BenchmarkReplayCacheInsert(b *testing.B) {
 		jtis[i] = "0b9e4c6a-7d55-4f0e-9a3b-" + strconv.Itoa(1000000000000+i)
 	}
 	const live = int64(65 * time.Second)
-	b.Run("serial", func(b *testing.B) {
-		c := NewReplayCache(100000, nil)
-		now := testNow.UnixNano()
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			now += int64(time.Millisecond)
-			if first, err := c.seenAt(jtis[i%n], now+live, now); err != nil || !first {
-				b.Fatalf("insert %d: %v, %v", i, first, err)
-			}
-			i++
-		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		c := NewReplayCache(100000, nil)
-		var next atomic.Int64
-		b.ReportAllocs()
-		procs := int64(runtime.GOMAXPROCS(0))
-		b.RunParallel(func(pb *testing.PB) {
-			// RunParallel runs one goroutine per P. Goroutine g takes jtis
-			// g, g+P, g+2P...; its clock moves P ms per insert of its own:
-			// a millisecond per insert overall, so live entries stay at
-			// 65,000, and a jti comes back only after 262s, long expired.
-			g := int(next.Add(1)) - 1
+	caches := []struct {
+		name string
+		new  func() ReplayCacheAt
+	}{
+		{"local", func() ReplayCacheAt { return NewReplayCache(100000, nil) }},
+		{"growing", func() ReplayCacheAt { return NewGrowingReplayCache(100000, nil) }},
+		{"grown", func() ReplayCacheAt {
+			g := NewGrowingReplayCache(50000, fixedNow)
+			// An entry that keeps the replaced table consulted throughout.
+			g.SeenAt("long-lived", testNow.Add(1000*time.Hour).UnixNano(), testNow.UnixNano())
+			g.Grow(100000)
+			return g
+		}},
+	}
+	for _, cache := range caches {
+		b.Run(cache.name+"/serial", func(b *testing.B) {
+			c := cache.new()
 			now := testNow.UnixNano()
-			for i := g; pb.Next(); i += int(procs) {
-				now += procs * int64(time.Millisecond)
-				if first, err := c.seenAt(jtis[i%n], now+live, now); err != nil || !first {
-					b.Errorf("insert %d: %v, %v", i, first, err)
-					return
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				now += int64(time.Millisecond)
+				if first, err := c.SeenAt(jtis[i%n], now+live, now); err != nil || !first {
+					b.Fatalf("insert %d: %v, %v", i, first, err)
 				}
+				i++
 			}
 		})
-	})
+		b.Run(cache.name+"/parallel", func(b *testing.B) {
+			c := cache.new()
+			// Inserts taken so far, by blocks: jti i is inserted at
+			// testNow + i ms, so live entries stay at 65,000 and a jti
+			// comes back only after 262s, long expired. A goroutine takes
+			// a block of 64 at a time, so the shared counter is touched
+			// once per 64 inserts, and no goroutine's clock runs far
+			// ahead of the others' entries.
+			var taken atomic.Int64
+			const block = 64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				var i, end int64
+				for pb.Next() {
+					if i == end {
+						end = taken.Add(block)
+						i = end - block
+					}
+					now := testNow.UnixNano() + i*int64(time.Millisecond)
+					if first, err := c.SeenAt(jtis[i%n], now+live, now); err != nil || !first {
+						b.Errorf("insert %d: %v, %v", i, first, err)
+						return
+					}
+					i++
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkReplayCacheInsertRealClock is Seen as a caller other than
