@@ -29,7 +29,7 @@ func TestEndToEnd(t *testing.T) {
 	bin := e2etest.Build(t)
 	// The site, the example upstream and the admin endpoint, as the
 	// example binds them.
-	e2etest.RequirePortsFree(t, ":8080", "127.0.0.1:9090", "localhost:2019")
+	e2etest.RequirePortsFree(t, ":8080", "127.0.0.1:9090", "127.0.0.1:9091", "localhost:2019")
 	caddy := e2etest.Start(t, bin, e2etest.Options{
 		Args: []string{"run", "--config", "example/Caddyfile", "--adapter", "caddyfile"},
 		Env:  []string{"JWTGUARD_SECRET=" + exampleSecret},
