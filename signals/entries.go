@@ -296,7 +296,16 @@ func (r *Receiver) tokenEntry(subj *subject) (revocation.Entry, bool) {
 // finishEntries gives entries their reason and expiry: every token they
 // can match was issued before the event, so none is valid longer than the
 // longest token lifetime after it.
+//
+// An event dated at or before 1970 (an iat of 0 or less, an
+// event_timestamp under a second) is older than any token the list can
+// match, and its before could not be stored: it revokes nothing. Left to
+// the store, its entry would be refused after the SET's earlier events
+// were stored, a refusal that had revoked.
 func (r *Receiver) finishEntries(iss, typ string, at time.Time, es ...revocation.Entry) []revocation.Entry {
+	if at.Unix() < 1 {
+		return nil
+	}
 	exp := at.Add(r.lifetime)
 	if last := time.Unix(253402300799, 0); exp.After(last) {
 		exp = last // what RFC 3339 and the list can hold

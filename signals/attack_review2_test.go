@@ -1,0 +1,66 @@
+package signals
+
+// A second attacker's read of the receiver (after attack_test.go): each
+// test here failed before the fix committed with it.
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TestReview2RefusedStoresNothing: a signed SET whose second event is
+// dated at or before 1970 (an iat of 0 or less, or an event_timestamp
+// under one second) used to be refused (400 invalid_request: "before is
+// out of range") after its first event's entry was already on disk, and
+// without its jti remembered: a refusal that revoked, and in a poll a
+// setErr for a SET that took effect. Such an event is older than any token
+// the list can match: it revokes nothing, and the SET is taken.
+func TestReview2RefusedStoresNothing(t *testing.T) {
+	p := newIdP(t)
+	f := withIdP(t, p, "")
+	now := time.Now().Unix()
+	for i, c := range []struct {
+		iat        any
+		secondTime any // the second event's event_timestamp; nil: none, T is iat
+	}{
+		{iat: 0},
+		{iat: -3600},
+		{iat: now, secondTime: 0.5},
+	} {
+		second := map[string]any{"subject": map[string]any{"format": "opaque", "id": fmt.Sprintf("bob-%d", i)}}
+		if c.secondTime != nil {
+			second["event_timestamp"] = c.secondTime
+		}
+		set := p.sign(t, setHeader, jwt.MapClaims{"iss": p.iss(), "aud": audience, "iat": c.iat, "jti": fmt.Sprintf("old-%d", i),
+			"events": map[string]any{
+				// Sorted first: account-disabled < credential-compromise.
+				EventAccountDisabled: map[string]any{"subject": map[string]any{"format": "opaque", "id": fmt.Sprintf("alice-%d", i)},
+					"event_timestamp": now},
+				EventCredentialCompromise: second,
+			}})
+		stored := len(f.entries(t))
+		w := f.push(t, set)
+		added := len(f.entries(t)) - stored
+		if w.Code == http.StatusBadRequest && added != 0 {
+			t.Fatalf("case %d: refused (%s) after storing %d entries", i, w.Body, added)
+		}
+		if w.Code != http.StatusAccepted || added != 1 {
+			t.Fatalf("case %d: answer %d %s, %d entries stored; want 202 and alice's entry", i, w.Code, w.Body, added)
+		}
+	}
+	// A logout token dated 1970 logs nobody out either, and is no error.
+	w := f.logout(t, p.logoutToken(t, "old-logout", "sub", "carol", "iat", 0))
+	if w.Code != http.StatusOK {
+		t.Fatalf("logout dated 1970: %d %s", w.Code, w.Body)
+	}
+	for _, e := range f.entries(t) {
+		if strings.HasPrefix(e.Subject, "bob") || e.Subject == "carol" {
+			t.Fatalf("stored %+v", e)
+		}
+	}
+}
