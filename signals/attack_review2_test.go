@@ -4,6 +4,7 @@ package signals
 // test here failed before the fix committed with it.
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/jwtguard/caddy-jwtguard/jwks"
 )
 
 // TestReview2RefusedStoresNothing: a signed SET whose second event is
@@ -62,5 +65,46 @@ func TestReview2RefusedStoresNothing(t *testing.T) {
 		if strings.HasPrefix(e.Subject, "bob") || e.Subject == "carol" {
 			t.Fatalf("stored %+v", e)
 		}
+	}
+}
+
+// TestReview2PollAnswerCapped: RFC 8936 §2.4, a transmitter returns at
+// most maxEvents SETs. A poll endpoint (compromised, or any host a
+// misconfigured poll URL names) that answers 1 MiB of junk SETs used to
+// have every one handled: a warn log line and a metric increment each,
+// all of them sent back in setErrs (several MiB per request), and the
+// next poll at once, since errors were pending: a loop amplifying what
+// the endpoint sends. Only maxEvents SETs of an answer are handled; the
+// rest are neither acknowledged nor refused, and come again.
+func TestReview2PollAnswerCapped(t *testing.T) {
+	p := newIdP(t)
+	f := newFixture(t, Config{Transmitters: []Transmitter{{Issuer: p.iss(), Keys: p.keySet(t, jwks.WellKnownSSF)}}})
+	var b strings.Builder
+	b.WriteString(`{"sets":{`)
+	for i := range 20000 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"k%05d":"x"`, i)
+	}
+	b.WriteString(`},"moreAvailable":false}`)
+	junk := b.String()
+	p.poll = func(pollRequest) (int, any) { return http.StatusOK, junk }
+	pl := newPoller(t, f, p, "")
+	more, err := pl.Once(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := f.counted(labelOther, ErrInvalidRequest); n > DefaultMaxEvents {
+		t.Fatalf("%d SETs of one answer handled, maxEvents %d", n, DefaultMaxEvents)
+	}
+	if !more {
+		t.Fatal("SETs left unhandled, and no poll at once for them")
+	}
+	p.poll = nil
+	pl.Once(context.Background())
+	reqs := p.requests()
+	if n := len(reqs[1].SetErrs); n == 0 || n > reqs[0].MaxEvents {
+		t.Fatalf("%d setErrs sent for maxEvents %d", n, reqs[0].MaxEvents)
 	}
 }

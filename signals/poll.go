@@ -257,6 +257,14 @@ func (p *Poller) Once(ctx context.Context) (more bool, err error) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	// RFC 8936 §2.4: a transmitter returns at most maxEvents SETs. An
+	// endpoint that sends more gets only that many handled (each costs a
+	// log line, and a refused one a setErr); the rest are neither
+	// acknowledged nor refused, and come again.
+	capped := len(keys) > p.max
+	if capped {
+		keys = keys[:p.max]
+	}
 	for _, key := range keys {
 		var set string
 		if err := json.Unmarshal(pr.Sets[key], &set); err != nil {
@@ -276,10 +284,10 @@ func (p *Poller) Once(ctx context.Context) (more bool, err error) {
 			p.ack = append(p.ack, key)
 		}
 	}
-	if len(keys) < p.opts.MaxEvents && p.max < p.opts.MaxEvents {
+	if len(pr.Sets) < p.opts.MaxEvents && p.max < p.opts.MaxEvents {
 		p.max = min(p.opts.MaxEvents, 2*p.max)
 	}
-	return pr.MoreAvailable || len(p.ack) > 0 || len(p.errs) > 0, nil
+	return pr.MoreAvailable || capped || len(p.ack) > 0 || len(p.errs) > 0, nil
 }
 
 func (p *Poller) refused(key, code, desc string) {
