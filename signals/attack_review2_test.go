@@ -108,3 +108,26 @@ func TestReview2PollAnswerCapped(t *testing.T) {
 		t.Fatalf("%d setErrs sent for maxEvents %d", n, reqs[0].MaxEvents)
 	}
 }
+
+// TestReview2RefusedEventsCountedOnce: the events of a refused token are
+// claims nobody vouched for. An anonymous client's unsigned SET with
+// hundreds of made-up events used to add hundreds to
+// caddy_jwtguard_signals_total{event="other",result="invalid_key"} (and
+// list hundreds of labels in the log line) per request; each label now
+// counts once per signal.
+func TestReview2RefusedEventsCountedOnce(t *testing.T) {
+	p := newIdP(t)
+	f := withIdP(t, p, "")
+	events := map[string]any{EventAccountDisabled: disabled}
+	for i := range 600 {
+		events[fmt.Sprintf("urn:x:%d", i)] = map[string]any{}
+	}
+	set := unsigned(`{"alg":"none","typ":"secevent+jwt"}`, setClaims(p, "flood", "events", events))
+	wantErr(t, f.push(t, set), ErrInvalidKey)
+	if n := f.counted(labelOther, ErrInvalidKey); n != 1 {
+		t.Fatalf("one refused SET counted %d times as other/invalid_key", n)
+	}
+	if n := f.counted("account-disabled", ErrInvalidKey); n != 1 {
+		t.Fatalf("account-disabled counted %d times", n)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -118,9 +119,9 @@ type Config struct {
 	Store func() (*revocation.Store, error)
 	// Logger gets a line per signal; nil means none.
 	Logger *zap.Logger
-	// OnResult is called once per event of each signal (once for a
-	// signal whose events are unknown) with EventLabel of its type and
-	// one of Results.
+	// OnResult is called once per EventLabel among the events of each
+	// signal (once for a signal whose events are unknown) with that label
+	// and one of Results.
 	OnResult func(event, result string)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -374,7 +375,10 @@ func unavailable(result, desc string) *outcome {
 // finish counts and logs a signal. Raw tokens are never logged: iss and
 // jti name it.
 func (r *Receiver) finish(o *outcome) {
-	labels := o.labels
+	// Each label once: a token's events may be hundreds of made-up
+	// types, all "other", and a refused token's are claims nobody
+	// vouched for.
+	labels := slices.Compact(slices.Sorted(slices.Values(o.labels)))
 	if len(labels) == 0 {
 		labels = []string{labelOther}
 		if o.logout {
