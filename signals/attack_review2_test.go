@@ -5,8 +5,10 @@ package signals
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +131,35 @@ func TestReview2RefusedEventsCountedOnce(t *testing.T) {
 	}
 	if n := f.counted("account-disabled", ErrInvalidKey); n != 1 {
 		t.Fatalf("account-disabled counted %d times", n)
+	}
+}
+
+// TestReview2RequestBodyLimit: a body cut off by Caddy's request_body
+// max_size (an http.MaxBytesReader) used to get a bare 400, uncounted and
+// logged at debug only, where the SPEC answers 400 with an err code (and
+// a back-channel logout with its error member): the transmitter could not
+// tell why its SET was refused. It is answered as a body over the limit.
+func TestReview2RequestBodyLimit(t *testing.T) {
+	p := newIdP(t)
+	f := withIdP(t, p, "")
+	for _, c := range []struct{ ctype, body string }{
+		{"application/secevent+jwt", p.set(t, "lim-1", EventAccountDisabled, disabled)},
+		{"application/x-www-form-urlencoded", "logout_token=" + p.logoutToken(t, "lim-2", "sid", "s1")},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/signals", strings.NewReader(c.body))
+		req.Header.Set("Content-Type", c.ctype)
+		w := httptest.NewRecorder()
+		req.Body = http.MaxBytesReader(w, req.Body, 100)
+		f.r.ServeHTTP(w, req)
+		var got map[string]string
+		if w.Code != http.StatusBadRequest || json.Unmarshal(w.Body.Bytes(), &got) != nil || got["err"]+got["error"] != ErrInvalidRequest {
+			t.Fatalf("%s over request_body's limit: %d %q", c.ctype, w.Code, w.Body)
+		}
+	}
+	if f.counted(labelOther, ErrInvalidRequest) != 1 || f.counted(labelLogout, ErrInvalidRequest) != 1 {
+		t.Fatalf("counts %v", f.count)
+	}
+	if len(f.entries(t)) != 0 {
+		t.Fatal("stored")
 	}
 }

@@ -266,6 +266,11 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		mt, _, _ = mime.ParseMediaType(ct[0])
 	}
 	body, tooBig, err := readBody(req.Body)
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		// Caddy's request_body limit, lower than MaxBody: the client is
+		// there, and gets the answer any body over a limit gets.
+		tooBig, err = true, nil
+	}
 	switch {
 	case err != nil:
 		// The client went away or sent a broken body: nothing to answer
