@@ -482,6 +482,11 @@ func unmarshalTransmitter(d *caddyfile.Dispenser) (SignalsTransmitter, error) {
 				return t, d.Errf("transmitter %s: %s: want the Authorization value, e.g. \"Bearer <token>\"", t.Issuer, sub)
 			}
 			v := strings.Join(args, " ")
+			if strings.TrimSpace(v) == "" {
+				// authorization "{$VAR}" with VAR unset: taken as none,
+				// it would let any signed SET in without the credential.
+				return t, d.Errf("transmitter %s: %s: an empty value (an environment variable not set?)", t.Issuer, sub)
+			}
 			if sub == "authorization" {
 				t.Authorization = v
 			} else {
