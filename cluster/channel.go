@@ -11,6 +11,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/jwtguard/caddy-jwtguard/internal/wait"
 )
 
 // Channels carry what the nodes share beside the revocation list
@@ -180,7 +182,7 @@ func (c *channel) sendLoop(ctx context.Context) {
 				c.r.log.Warn("cluster: publishing failed; messages wait in memory", zap.String("channel", c.name), zap.Error(err))
 			}
 			failing = true
-			if !sleep(ctx, bo.next()) {
+			if !wait.Sleep(ctx, bo.next()) {
 				return
 			}
 			continue
@@ -212,7 +214,7 @@ func (c *channel) tailLoop(ctx context.Context, handle func([]Message) error) {
 			c.r.log.Debug("cluster: "+what+" still failing", zap.String("channel", c.name), zap.Error(err))
 		}
 		failing = true
-		return sleep(ctx, bo.next())
+		return wait.Sleep(ctx, bo.next())
 	}
 	pos := ""
 	if c.opts.Durable {

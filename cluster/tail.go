@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/jwtguard/caddy-jwtguard/internal/wait"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
@@ -30,7 +31,7 @@ func (r *Redis) tailLoop(ctx context.Context) {
 			r.log.Debug("cluster: "+what+" still failing", zap.Error(err))
 		}
 		failing = true
-		return sleep(ctx, bo.next())
+		return wait.Sleep(ctx, bo.next())
 	}
 	for ctx.Err() == nil {
 		if needCheck || time.Since(lastCheck) >= r.opts.CheckInterval {

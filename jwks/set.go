@@ -44,6 +44,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/jwtguard/caddy-jwtguard/internal/wait"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
 
@@ -196,7 +197,7 @@ func New(opts Options) (*Set, error) {
 		onFetch:  opts.OnFetch,
 		onChange: opts.OnChange,
 		now:      opts.Now,
-		sleep:    sleepCtx,
+		sleep:    wait.Sleep,
 		maxAge:   -1,
 		loopDone: make(chan struct{}),
 	}
@@ -434,17 +435,6 @@ func (s *Set) interval() time.Duration {
 		return s.refresh
 	}
 	return min(s.refresh, max(maxAge, MinRefresh))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // Refresh fetches the keys now (with discovery, for an oidc source) and

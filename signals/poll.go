@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	waitpkg "github.com/jwtguard/caddy-jwtguard/internal/wait"
 )
 
 // Poll delivery (RFC 8936) defaults and limits.
@@ -169,20 +171,9 @@ func (p *Poller) Run(ctx context.Context) {
 		default:
 			backoff = firstBackoff
 		}
-		if wait > 0 && !sleepCtx(ctx, wait) {
+		if wait > 0 && !waitpkg.Sleep(ctx, wait) {
 			return
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 
