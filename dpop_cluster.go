@@ -31,19 +31,22 @@ func (h *Handler) clusterShared() sharedOnce {
 // its node is as much part of the cluster as any: it uses the app of the
 // running config, which holds the process's one store and engine.
 type clusterLink struct {
-	h       *Handler
-	app     atomic.Pointer[App]
-	settled atomic.Bool  // the app found is kept from now on
-	first   atomic.Int64 // unix nanoseconds of the first look
-	looked  atomic.Int64 // and of the last
+	h     *Handler
+	app   atomic.Pointer[App]
+	calls atomic.Uint64
 }
 
 func (l *clusterLink) shared() sharedOnce {
 	if l.h.app != nil {
 		return l.h.clusterShared()
 	}
-	if !l.settled.Load() {
-		l.look()
+	// currentApp takes a lock: asked on the 1st, 2nd, 4th... 512th call,
+	// then every 1024th, so that the handler finds its config's app soon
+	// after it starts (the first requests may come before it does, or see
+	// the previous config's), and notices a later change, without a lock
+	// or a clock reading on every request.
+	if n := l.calls.Add(1); n&(n-1) == 0 && n <= 512 || n%1024 == 0 {
+		l.app.Store(currentApp())
 	}
 	app := l.app.Load()
 	if app == nil {
@@ -53,37 +56,26 @@ func (l *clusterLink) shared() sharedOnce {
 	return s
 }
 
-// look asks for the running config's app once a second during the
-// handler's first minute of requests: its own config's app may start
-// after the first requests arrive (the previous config's is current until
-// then), and currentApp takes a lock, not to be taken on every request.
-// After that minute the app found is kept.
-func (l *clusterLink) look() {
-	now := time.Now().UnixNano()
-	l.first.CompareAndSwap(0, now)
-	last := l.looked.Load()
-	if now-last < int64(time.Second) || !l.looked.CompareAndSwap(last, now) {
-		return
-	}
-	l.app.Store(currentApp())
-	if now-l.first.Load() >= int64(time.Minute) {
-		l.settled.Store(true)
-	}
-}
-
 // clusterReplay spends a proof's jti on this node, then, with a cluster,
 // on every node: a proof replayed on another node is refused too. While
 // Redis cannot answer, this node's cache alone decides (as requests go on
 // from each node's own revocation list), and a warning says so.
 type clusterReplay struct {
-	local  dpop.ReplayCache
+	local  dpop.ReplayCacheAt
 	shared func() sharedOnce
 	log    *zap.Logger
 	warned atomic.Int64 // unix seconds of the last warning
 }
 
 func (c *clusterReplay) Seen(jti string, until time.Time) (bool, error) {
-	first, err := c.local.Seen(jti, until)
+	return c.SeenAt(jti, until.UnixNano(), time.Now().UnixNano())
+}
+
+// SeenAt implements dpop.ReplayCacheAt: Verify's clock reading serves the
+// local cache, and only a cluster's answer, which takes a round trip,
+// needs the clock again.
+func (c *clusterReplay) SeenAt(jti string, until, now int64) (bool, error) {
+	first, err := c.local.SeenAt(jti, until, now)
 	if err != nil || !first {
 		return first, err
 	}
@@ -91,12 +83,17 @@ func (c *clusterReplay) Seen(jti string, until time.Time) (bool, error) {
 	if s == nil {
 		return true, nil
 	}
-	first, err = s.SeenOnce("dpop:"+jti, until)
+	first, err = s.SeenOnce("dpop:"+jti, time.Unix(0, until))
 	if err != nil {
 		if now := time.Now().Unix(); c.warned.Swap(now) < now-60 {
 			c.log.Warn("DPoP replay cache: the cluster cannot answer; proofs are checked against this node's cache only", zap.Error(err))
 		}
 		return true, nil
+	}
+	if first && time.Now().UnixNano() > until {
+		// Another node's entry may have expired in Redis while the
+		// request went there.
+		return false, dpop.ErrProofExpired
 	}
 	return first, nil
 }

@@ -253,11 +253,12 @@ func (h *Handler) checkBinding(w http.ResponseWriter, r *http.Request, raw strin
 	if tok.JKT == "" {
 		return nil, nil
 	}
-	if len(r.Header["Dpop"]) == 0 {
+	vals := r.Header["Dpop"]
+	if len(vals) == 0 {
 		// A copied token with no proof at all: a thief's signature.
 		h.observeBinding(r, tok)
 	}
-	proof, err := dpop.ProofHeader(r.Header)
+	proof, err := dpop.ProofValues(vals)
 	if err == nil {
 		var res dpop.Result
 		res, err = h.proofs.Verify(proof, h.proofRequest(r, raw, tok.JKT))

@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -15,7 +14,6 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -28,7 +26,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/jwtguard/caddy-jwtguard/audit"
@@ -659,32 +656,6 @@ func TestParseClientCert(t *testing.T) {
 	} {
 		if got := string(parseClientCert(in)); got != want {
 			t.Errorf("%q: got %q, want %q", in, got, want)
-		}
-	}
-}
-
-// BenchmarkServeHTTPDPoP is a DPoP request with a cached access token and
-// a fresh ES256 proof (pre-minted, one per request, as clients send them):
-// one proof signature check plus the handler's and dpop's other work.
-func BenchmarkServeHTTPDPoP(b *testing.B) {
-	h := newHandler(b, "jwtguard {\n secret "+testSecret+"\n claim_header sub X-User-Id\n dpop\n}")
-	alice := newDPoPKey(b)
-	tok := sign(b, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "j", "cnf": map[string]any{"jkt": alice.jkt}})
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
-	proofs := make([]string, b.N)
-	for i := range proofs {
-		proofs[i] = alice.proof(b, "GET", apiURL, tok)
-	}
-	u, _ := url.Parse(apiURL)
-	w := httptest.NewRecorder()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		r := &http.Request{Method: "GET", URL: u, Host: u.Host, TLS: &tls.ConnectionState{},
-			Header: http.Header{"Authorization": {"DPoP " + tok}, "Dpop": {proofs[i]}}}
-		r = r.WithContext(context.WithValue(context.Background(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		if err := h.ServeHTTP(w, r, next); err != nil {
-			b.Fatal(err)
 		}
 	}
 }

@@ -254,7 +254,12 @@ func (v *Verifier) Challenge(err *Error) string {
 // canonical names, as net/http makes them). None, an empty one, or more
 // than one is an *Error: RFC 9449 §4.3 allows exactly one proof.
 func ProofHeader(h http.Header) (string, error) {
-	vals := h["Dpop"]
+	return ProofValues(h["Dpop"])
+}
+
+// ProofValues is ProofHeader for the values of the DPoP header, for a
+// caller that has looked them up already.
+func ProofValues(vals []string) (string, error) {
 	switch {
 	case len(vals) > 1:
 		return "", errRepeated
@@ -370,6 +375,8 @@ func (v *Verifier) Verify(proofJWT string, req Request) (Result, error) {
 	switch {
 	case errors.Is(err, ErrReplayCacheFull):
 		return Result{}, errFull
+	case errors.Is(err, ErrProofExpired):
+		return Result{}, errTooOld
 	case err != nil:
 		return Result{}, errReplayIO
 	case !first:
@@ -480,15 +487,21 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 	if dot2 <= dot1+1 || dot2 == len(s)-1 || strings.IndexByte(s[dot2+1:], '.') >= 0 {
 		return errSegments
 	}
-	// The strict decoder refuses every byte outside the base64url
-	// alphabet, padding included, except CR and LF, which it skips.
-	if strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, '\r') >= 0 {
-		return errSegments
-	}
 	h, pl, sg := s[:dot1], s[dot1+1:dot2], s[dot2+1:]
 	p.hdrSegment, p.signingInput = h, s[:dot2]
 	p.hdr = v.headers.get(h)
 	p.cached = p.hdr != nil
+	// The strict decoder refuses every byte outside the base64url
+	// alphabet, padding included, except CR and LF, which it skips. A
+	// cached header is the text of one that passed: only the rest needs
+	// looking at.
+	rest := s
+	if p.cached {
+		rest = s[dot1:]
+	}
+	if strings.IndexByte(rest, '\n') >= 0 || strings.IndexByte(rest, '\r') >= 0 {
+		return errSegments
+	}
 	// One buffer for the segments decoded; header and claims are read as
 	// strings aliasing it, and it is never written again.
 	hl := 0
@@ -521,9 +534,11 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 	payload := unsafe.String(unsafe.SliceData(buf[hn:]), pn)
 
 	var cm [12]verifier.JSONMember
-	members, err := verifier.ParseJSONObject(payload, cm[:0])
-	if err != nil {
-		return errPayloadJSON
+	members, simple := simpleMembers(payload, cm[:0])
+	if !simple {
+		if members, err = verifier.ParseJSONObject(payload, cm[:0]); err != nil {
+			return errPayloadJSON
+		}
 	}
 	var hasJTI, hasHTM, hasHTU, hasIat, hasATH bool
 	for _, m := range members {
@@ -543,8 +558,8 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 			if verifier.JSONKind(m.Raw) != 'n' {
 				return errClaims
 			}
-			f, err := strconv.ParseFloat(m.Raw, 64)
-			if err != nil || math.Abs(f) > maxNumericDate {
+			f, ok := numericDate(m.Raw)
+			if !ok {
 				return errClaims
 			}
 			p.iat, hasIat = f, true
@@ -632,6 +647,33 @@ func (k *jwk) fits(alg verifier.Algorithm) bool {
 
 // maxNumericDate is 9999-12-31T23:59:59Z.
 const maxNumericDate = 253402300799
+
+// numericDate reads a JSON number as a NumericDate up to maxNumericDate.
+// Clients write whole seconds, which are read digit by digit (a tenth of
+// what ParseFloat takes); anything else goes to ParseFloat.
+func numericDate(raw string) (float64, bool) {
+	if n, ok := wholeNumber(raw); ok {
+		return float64(n), n <= maxNumericDate
+	}
+	f, err := strconv.ParseFloat(raw, 64)
+	return f, err == nil && math.Abs(f) <= maxNumericDate
+}
+
+// wholeNumber reads up to 12 decimal digits without a leading zero.
+func wholeNumber(raw string) (int64, bool) {
+	if len(raw) == 0 || len(raw) > 12 || raw[0] == '0' {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
 
 func fromUnixSeconds(f float64) time.Time {
 	sec, frac := math.Modf(f)

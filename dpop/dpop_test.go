@@ -194,6 +194,7 @@ func TestAttacks(t *testing.T) {
 		{name: "ath of another token", proof: es(claims("ath", athOf(testToken+"x"))), want: badProof, why: errATH},
 		{name: "ath padded", proof: es(claims("ath", athOf(testToken)+"=")), want: badProof, why: errATH},
 		{name: "ath in standard base64", proof: es(claims("ath", athStd(testToken))), want: badProof, why: errATH},
+		{name: "ath with its unused bits set", proof: es(claims("ath", athNonCanonical(testToken))), want: badProof, why: errATH},
 
 		// binding
 		{name: "thumbprint not cnf.jkt", proof: func(t *testing.T) string { return joseProof(t, jose.ES256, k.other, claims()) }, want: badBinding, why: errMismatch},
@@ -651,5 +652,21 @@ func TestRSAKeyChecks(t *testing.T) {
 	// The key of go-jose's JWK has the same thumbprint.
 	if tp, _ := Thumbprint(`{"kty":"RSA","n":"` + n + `","e":"AQAB"}`); tp != jkt(t, k.rsa) {
 		t.Fatalf("thumbprint %s, go-jose %s", tp, jkt(t, k.rsa))
+	}
+}
+
+func TestNumericDate(t *testing.T) {
+	for raw, want := range map[string]float64{
+		"1767225600": 1767225600, "1767225600.5": 1767225600.5, "1.7672256e9": 1767225600,
+		"0": 0, "-1": -1, "253402300799": 253402300799, "-253402300799": -253402300799,
+	} {
+		if got, ok := numericDate(raw); !ok || got != want {
+			t.Errorf("%s: %v, %v; want %v", raw, got, ok, want)
+		}
+	}
+	for _, raw := range []string{"253402300800", "253402300799.5", "1e12", "-253402300800", "99999999999999999999"} {
+		if got, ok := numericDate(raw); ok {
+			t.Errorf("%s: %v accepted", raw, got)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package dpop
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -29,21 +30,20 @@ type proofHeader struct {
 
 type athMemo struct {
 	token string
-	sum   [sha256.Size]byte
+	ath   string // base64url(SHA-256(token)), as a proof's ath claim writes it
 }
 
-// athMatches reports whether claim is base64url(SHA-256(token)).
+// athMatches reports whether claim is base64url(SHA-256(token)). The
+// encoding is canonical (no padding, the unused bits zero), so the claim
+// is compared as text, without decoding it.
 func (h *proofHeader) athMatches(token, claim string) bool {
-	var want [sha256.Size]byte
-	if !decodeExact(want[:], claim) {
-		return false
+	m := h.ath.Load()
+	if m == nil || m.token != token {
+		sum := sha256.Sum256(bytesOf(token))
+		m = &athMemo{token: token, ath: base64.RawURLEncoding.EncodeToString(sum[:])}
+		h.ath.Store(m)
 	}
-	if m := h.ath.Load(); m != nil && m.token == token {
-		return m.sum == want
-	}
-	m := &athMemo{token: token, sum: sha256.Sum256(bytesOf(token))}
-	h.ath.Store(m)
-	return m.sum == want
+	return claim == m.ath
 }
 
 // headerCache maps the base64url text of proof headers to what they say.
@@ -62,15 +62,19 @@ const (
 	headerEntries = 2048
 )
 
+// A shard's map is never written once published: a put copies it. Every
+// request reads the cache and only a client's first proof writes it, so
+// readers take no lock, and clients on other cores do not contend for one.
 type headerShard struct {
-	mu sync.RWMutex
-	m  map[string]*proofHeader
+	mu sync.Mutex // serialises puts
+	m  atomic.Pointer[map[string]*proofHeader]
 }
 
 func newHeaderCache() *headerCache {
 	c := &headerCache{seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].m = make(map[string]*proofHeader)
+		m := make(map[string]*proofHeader)
+		c.shards[i].m.Store(&m)
 	}
 	return c
 }
@@ -80,34 +84,32 @@ func (c *headerCache) shard(segment string) *headerShard {
 }
 
 func (c *headerCache) get(segment string) *proofHeader {
-	s := c.shard(segment)
-	s.mu.RLock()
-	h := s.m[segment]
-	s.mu.RUnlock()
-	return h
+	return (*c.shard(segment).m.Load())[segment]
 }
 
 func (c *headerCache) put(segment string, h *proofHeader) {
 	s := c.shard(segment)
 	s.mu.Lock()
-	if len(s.m) >= headerEntries/headerShards {
-		for k := range s.m {
-			delete(s.m, k)
-			break
+	defer s.mu.Unlock()
+	old := *s.m.Load()
+	m := make(map[string]*proofHeader, len(old)+1)
+	drop := len(old) >= headerEntries/headerShards
+	for k, v := range old {
+		if drop {
+			drop = false // an arbitrary entry makes room
+			continue
 		}
+		m[k] = v
 	}
-	s.m[segment] = h
-	s.mu.Unlock()
+	m[segment] = h
+	s.m.Store(&m)
 }
 
 // len counts the entries, for tests.
 func (c *headerCache) len() int {
 	n := 0
 	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.RLock()
-		n += len(s.m)
-		s.mu.RUnlock()
+		n += len(*c.shards[i].m.Load())
 	}
 	return n
 }

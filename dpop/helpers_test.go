@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,6 +100,14 @@ func jwkJSON(t testing.TB, pub crypto.PublicKey) string {
 func athOf(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// athNonCanonical is athOf with the last character's two unused bits
+// set: a lenient decoder reads the same digest.
+func athNonCanonical(token string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	a := athOf(token)
+	return a[:42] + string(alphabet[strings.IndexByte(alphabet, a[42])|3])
 }
 
 var jtiCounter atomic.Int64

@@ -36,6 +36,12 @@ type ReplayCacheAt interface {
 // a new jti before older ones expire.
 var ErrReplayCacheFull = errors.New("dpop: replay cache full")
 
+// ErrProofExpired is a ReplayCacheAt's answer when it cannot judge at the
+// instant it was given: a shared cache that took long enough to answer
+// that the proof's entry may have expired there meanwhile, and a replay
+// look like a first sighting. Verify refuses the proof as too old.
+var ErrProofExpired = errors.New("dpop: proof expired while the replay cache answered")
+
 // DefaultReplayEntries is the local cache's size when none is configured:
 // about 2,000 proofs a second over the default 65-second window, in 4 MiB.
 const DefaultReplayEntries = 1 << 17
@@ -128,9 +134,16 @@ func newReplayCache(maxEntries int, now func() time.Time, seed maphash.Seed) *Lo
 func (c *LocalReplayCache) Entries() int { return c.entries }
 
 // alignedSlots allocates n slots starting on a 64-byte boundary, so that
-// each bucket is one cache line.
+// each bucket is one cache line. Every page is written once here: the
+// operating system hands memory over on first touch, a page fault each,
+// which would otherwise fall on the first requests that land there (a
+// thousand for the default size) rather than on the config load.
 func alignedSlots(n int) []replaySlot {
 	s := make([]replaySlot, n+bucketSlots)
+	const perPage = 4096 / int(unsafe.Sizeof(replaySlot{}))
+	for i := 0; i < len(s); i += perPage {
+		s[i].until = 0
+	}
 	off := int(uintptr(unsafe.Pointer(&s[0]))%64) / int(unsafe.Sizeof(replaySlot{}))
 	if off != 0 {
 		off = bucketSlots - off
