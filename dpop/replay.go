@@ -83,7 +83,12 @@ type replayShard struct {
 	mask  uint64       // bucket count - 1
 	used  int          // slots with until != 0: live, or expired and not cleared
 	limit int          // the most live entries this shard takes
-	_     [64 - 8 - 24 - 8 - 8 - 8]byte
+	// now is the latest instant the shard has judged expiry at. Callers
+	// pass instants read before a signature check, so they arrive out of
+	// order: a slot freed at a later one must not be missed at an earlier
+	// one, so every call judges at the latest.
+	now int64
+	_   [64 - 8 - 24 - 8 - 8 - 8 - 8]byte
 }
 
 type replaySlot struct {
@@ -174,6 +179,16 @@ func (c *LocalReplayCache) seenHash(h uint64, until, now int64) (bool, error) {
 	b1, b2 := s.buckets(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now < s.now {
+		now = s.now
+	} else {
+		s.now = now
+	}
+	if until < now {
+		// Expired at an instant this shard has judged at: its entry may
+		// be gone already, and a replay would look like a first sighting.
+		return false, ErrProofExpired
+	}
 	free1, live1 := s.scan(b1, h, now)
 	if live1 < 0 {
 		return false, nil

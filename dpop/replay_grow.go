@@ -19,6 +19,17 @@ type GrowingReplayCache struct {
 	now  func() time.Time
 	mu   sync.Mutex // serialises Grow
 	cur  atomic.Pointer[replayTables]
+	// floor is the latest instant at which a replaced table was let go:
+	// an entry it held expired before then, so a proof that expires
+	// before floor is refused as expired rather than looked for in the
+	// new table alone (SeenAt's instant may be older than floor).
+	floor atomic.Int64
+}
+
+// raiseFloor makes floor at least now.
+func (g *GrowingReplayCache) raiseFloor(now int64) {
+	for f := g.floor.Load(); f < now && !g.floor.CompareAndSwap(f, now); f = g.floor.Load() {
+	}
 }
 
 // replayTables is the table proofs go into and the replaced ones still
@@ -64,6 +75,8 @@ func (g *GrowingReplayCache) Grow(entries int) bool {
 	for _, o := range t.old {
 		if o.until.Load() >= now {
 			next.old = append(next.old, o)
+		} else {
+			g.raiseFloor(now)
 		}
 	}
 	g.cur.Store(next)
@@ -105,6 +118,9 @@ func (g *GrowingReplayCache) SeenAt(jti string, until, now int64) (bool, error) 
 			if len(t.old) > 0 {
 				g.retire(t, now)
 			}
+			if until < g.floor.Load() {
+				return false, ErrProofExpired
+			}
 			return true, nil
 		}
 		// The cache grew while h went into t's table: a request that
@@ -136,5 +152,6 @@ func (g *GrowingReplayCache) retire(t *replayTables, now int64) {
 			return
 		}
 	}
+	g.raiseFloor(now) // before the tables go
 	g.cur.CompareAndSwap(t, &replayTables{cache: t.cache})
 }
