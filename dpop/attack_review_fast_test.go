@@ -3,6 +3,8 @@ package dpop
 import (
 	"hash/maphash"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,5 +112,64 @@ func TestAttackReplayStaleNowRetired(t *testing.T) {
 	}
 	if _, err := v.Verify(proof, req); err == nil {
 		t.Fatal("replay accepted: the table holding it was retired by a request with a later clock")
+	}
+}
+
+// TestAttackConcurrentIdenticalProofs: of many identical proofs at once,
+// one passes, whether the header is cached yet or not; proofs of other
+// keys at the same time never take each other's header (run with -race).
+func TestAttackConcurrentIdenticalProofs(t *testing.T) {
+	k := keys()
+	v := newVerifier(t, Config{})
+	reqA, reqB := testRequest(jkt(t, k.ec256)), testRequest(jkt(t, k.other))
+	for round := range 3 {
+		a := joseProof(t, jose.ES256, k.ec256, claims())
+		b := joseProof(t, jose.ES256, k.other, claims())
+		var wg sync.WaitGroup
+		var passed, mixed atomic.Int32
+		for i := range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p, req, otherReq := a, reqA, reqB
+				if i%2 == 1 {
+					p, req, otherReq = b, reqB, reqA
+				}
+				if _, err := v.Verify(p, req); err == nil {
+					passed.Add(1)
+				}
+				if _, err := v.Verify(p, otherReq); err == nil {
+					mixed.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if passed.Load() != 2 || mixed.Load() != 0 {
+			t.Fatalf("round %d: %d passed (want 2, one a key), %d with the other key's token", round, passed.Load(), mixed.Load())
+		}
+	}
+}
+
+// TestReplayCacheClockSetBack: the latest instant a cache has judged at
+// does not outlive a wall clock set back: proofs go on being accepted.
+func TestReplayCacheClockSetBack(t *testing.T) {
+	clock := newClock(testNow.Add(time.Hour))
+	g := NewGrowingReplayCache(64, clock.Now)
+	if first, err := g.Seen("ahead", clock.Now().Add(time.Minute)); !first || err != nil {
+		t.Fatalf("at the wrong time: %v, %v", first, err)
+	}
+	g.Grow(1000)
+	clock.Add(2 * time.Minute)
+	if first, err := g.Seen("retires", clock.Now().Add(time.Minute)); !first || err != nil {
+		t.Fatalf("retiring: %v, %v", first, err)
+	}
+	clock.Set(testNow) // corrected
+	for _, c := range []ReplayCache{g, NewReplayCache(64, clock.Now)} {
+		if _, err := c.Seen("x", testNow.Add(time.Hour+3*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if first, err := c.Seen("fresh", testNow.Add(time.Minute)); !first || err != nil {
+			t.Fatalf("%T after the clock was set back: %v, %v", c, first, err)
+		}
 	}
 }

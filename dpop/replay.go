@@ -42,6 +42,12 @@ var ErrReplayCacheFull = errors.New("dpop: replay cache full")
 // look like a first sighting. Verify refuses the proof as too old.
 var ErrProofExpired = errors.New("dpop: proof expired while the replay cache answered")
 
+// maxClockLag bounds how far behind the latest instant a cache has judged
+// at a caller's instant may be and still be read as that later one. More
+// is taken for the wall clock set back (or a wrong time corrected), which
+// must not refuse every proof until the clock catches up again.
+const maxClockLag = int64(10 * time.Second)
+
 // DefaultReplayEntries is the local cache's size when none is configured:
 // about 2,000 proofs a second over the default 65-second window, in 4 MiB.
 const DefaultReplayEntries = 1 << 17
@@ -179,10 +185,10 @@ func (c *LocalReplayCache) seenHash(h uint64, until, now int64) (bool, error) {
 	b1, b2 := s.buckets(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now < s.now {
+	if now < s.now && s.now-now <= maxClockLag {
 		now = s.now
 	} else {
-		s.now = now
+		s.now = now // later, or the clock was set back
 	}
 	if until < now {
 		// Expired at an instant this shard has judged at: its entry may

@@ -118,7 +118,7 @@ func (g *GrowingReplayCache) SeenAt(jti string, until, now int64) (bool, error) 
 			if len(t.old) > 0 {
 				g.retire(t, now)
 			}
-			if until < g.floor.Load() {
+			if f := g.floor.Load(); until < f && f-now <= maxClockLag {
 				return false, ErrProofExpired
 			}
 			return true, nil
