@@ -66,11 +66,15 @@ const ReplayEntryBytes = 2 * int(unsafe.Sizeof(replaySlot{}))
 // A jti is kept as a 64-bit keyed hash (maphash, a random seed per cache)
 // with its expiry: 16 bytes, four to a 64-byte bucket, so that looking at
 // a bucket is one cache line. Each hash has two candidate buckets (cuckoo
-// hashing): an insert looks at both, and when both are full, moves an
-// entry to its other bucket to make room. The table has twice the slots
-// of the entries it is sized for, so it never gets crowded; a count of
-// slots in use (live or expired, not yet cleared) bounds the entries, and
-// reaching it clears the shard's expired slots once before refusing.
+// hashing): an insert goes to the first when it has room, else to the
+// second, and when both are full, moves an entry to its other bucket to
+// make room. A bit per bucket says whether any entry whose first bucket it
+// is sits in its second: while it is clear, which it mostly is, a lookup
+// reads one bucket, one cache line from memory rather than two. The table
+// has twice the slots of the entries it is sized for, so it never gets
+// crowded; a count of slots in use (live or expired, not yet cleared)
+// bounds the entries, and reaching it clears the shard's expired slots
+// (and the bits of entries gone) once before refusing.
 // Two jtis with one hash make the second look like a replay: one refused
 // request, never an accepted replay, and with 64 bits unheard of.
 type LocalReplayCache struct {
@@ -94,7 +98,10 @@ type replayShard struct {
 	// order: a slot freed at a later one must not be missed at an earlier
 	// one, so every call judges at the latest.
 	now int64
-	_   [64 - 8 - 24 - 8 - 8 - 8 - 8]byte
+	// over has a bit per bucket, set when an entry whose first bucket
+	// it is may sit in its second bucket; cleared by clearExpired.
+	over []uint64
+	_    [128 - 8 - 24 - 8 - 8 - 8 - 8 - 24]byte
 }
 
 type replaySlot struct {
@@ -136,6 +143,7 @@ func newReplayCache(maxEntries int, now func() time.Time, seed maphash.Seed) *Lo
 	for i := range c.shards {
 		c.shards[i].slots = alignedSlots(perShard)
 		c.shards[i].mask = uint64(perShard/bucketSlots - 1)
+		c.shards[i].over = make([]uint64, (perShard/bucketSlots+63)/64)
 		c.shards[i].limit = limit
 	}
 	return c
@@ -195,19 +203,21 @@ func (c *LocalReplayCache) seenHash(h uint64, until, now int64) (bool, error) {
 		// be gone already, and a replay would look like a first sighting.
 		return false, ErrProofExpired
 	}
-	free1, live1 := s.scan(b1, h, now)
-	if live1 < 0 {
+	free1, live := s.scan(b1, h, now)
+	if live < 0 {
 		return false, nil
 	}
-	free2, live2 := free1, live1
-	if b2 != b1 {
-		if free2, live2 = s.scan(b2, h, now); live2 < 0 {
+	// The second bucket only when h may be there, or there is no room
+	// in the first.
+	slot, second := free1, false
+	if b2 != b1 && (free1 < 0 || s.overflowed(b1)) {
+		free2, live := s.scan(b2, h, now)
+		if live < 0 {
 			return false, nil
 		}
-	}
-	slot := free1
-	if slot < 0 || free2 >= 0 && live2 < live1 {
-		slot = free2
+		if free1 < 0 {
+			slot, second = free2, free2 >= 0
+		}
 	}
 	// A slot still holding an expired entry is reused without growing
 	// the count; any other insert needs room under the limit.
@@ -222,10 +232,13 @@ func (c *LocalReplayCache) seenHash(h uint64, until, now int64) (bool, error) {
 	if slot < 0 {
 		// makeRoom freed a slot in b1 or b2.
 		if slot = s.free(b1, now); slot < 0 {
-			slot = s.free(b2, now)
+			slot, second = s.free(b2, now), true
 		}
 	}
 	s.put(slot, e)
+	if second {
+		s.markOverflow(b1)
+	}
 	return true, nil
 }
 
@@ -237,6 +250,9 @@ func (c *LocalReplayCache) has(h uint64, now int64) bool {
 	defer s.mu.Unlock()
 	if _, live := s.scan(b1, h, now); live < 0 {
 		return true
+	}
+	if b2 == b1 || !s.overflowed(b1) {
+		return false
 	}
 	_, live := s.scan(b2, h, now)
 	return live < 0
@@ -272,11 +288,28 @@ func (s *replayShard) put(i int, e replaySlot) {
 // once per many inserts unless the cache is nearly full of live entries,
 // and then it is small beside the signature check each proof has passed.
 func (s *replayShard) clearExpired(now int64) {
+	clear(s.over)
 	for i, e := range s.slots {
-		if e.until != 0 && e.until < now {
+		switch {
+		case e.until == 0:
+		case e.until < now:
 			s.slots[i].until = 0
 			s.used--
+		default:
+			s.placed(e.hash, uint64(i/bucketSlots))
 		}
+	}
+}
+
+func (s *replayShard) overflowed(b uint64) bool { return s.over[b/64]&(1<<(b%64)) != 0 }
+
+func (s *replayShard) markOverflow(b uint64) { s.over[b/64] |= 1 << (b % 64) }
+
+// placed keeps the overflow bits true of an entry of hash h put in bucket
+// b: when b is not its first bucket, the first is marked.
+func (s *replayShard) placed(h, b uint64) {
+	if first := h & s.mask; first != b {
+		s.markOverflow(first)
 	}
 }
 
@@ -333,6 +366,7 @@ func (s *replayShard) makeRoom(b1, b2 uint64, now int64) bool {
 			}
 			if f := s.free(alt, now); f >= 0 {
 				s.put(f, s.slots[at])
+				s.placed(s.slots[at].hash, alt)
 				s.put(at, replaySlot{})
 				return true
 			}
@@ -353,7 +387,9 @@ func (s *replayShard) makeRoom(b1, b2 uint64, now int64) bool {
 				}
 				if f := s.free(alt2, now); f >= 0 {
 					s.put(f, s.slots[mid])
+					s.placed(s.slots[mid].hash, alt2)
 					s.put(mid, s.slots[at])
+					s.placed(s.slots[at].hash, alt)
 					s.put(at, replaySlot{})
 					return true
 				}

@@ -2,6 +2,7 @@ package dpop
 
 import (
 	"errors"
+	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"sync"
@@ -211,5 +212,94 @@ func TestGrowingReplayCacheAllocations(t *testing.T) {
 	g.Grow(1 << 13) // now with a replaced table to consult
 	if allocs := testing.AllocsPerRun(99, func() { g.SeenAt(jtis[i], until, now); i++ }); allocs != 0 {
 		t.Fatalf("%v allocations per insert beside a replaced table", allocs)
+	}
+}
+
+// TestReplayCacheModel drives small caches (one shard and several, so
+// that buckets fill, entries move between their two buckets and expired
+// slots are cleared) with random jtis, expiries and clock steps, and
+// holds every answer to a plain map of what is live: a live jti is never
+// taken for new, an expired or unknown one never for a replay, and the
+// cache refuses only when it holds its entries' worth.
+func TestReplayCacheModel(t *testing.T) {
+	rounds := 20000
+	if testing.Short() {
+		rounds = 2000
+	}
+	for _, entries := range []int{8, 64, 3000, -8, -64, -512} {
+		for seed := range int64(3) {
+			rng := rand.New(rand.NewPCG(uint64(seed), uint64(entries)))
+			crowded := entries < 0
+			if crowded {
+				entries = -entries
+			}
+			c := NewReplayCache(entries, fixedNow)
+			if crowded {
+				// No limit but the table's slots: buckets fill, and
+				// entries move one and two steps to make room.
+				for i := range c.shards {
+					c.shards[i].limit = len(c.shards[i].slots)
+				}
+			}
+			live := map[string]int64{}
+			now := testNow.UnixNano()
+			full := 0
+			for i := range rounds * entries / 64 {
+				if rng.IntN(8) == 0 {
+					now += rng.Int64N(int64(2 * time.Second))
+				}
+				jti := "j" + strconv.Itoa(rng.IntN(4*entries))
+				until := now + rng.Int64N(int64(10*time.Second))
+				first, err := c.SeenAt(jti, until, now)
+				wasLive := live[jti] >= now
+				switch {
+				case errors.Is(err, ErrReplayCacheFull):
+					n := 0
+					for _, u := range live {
+						if u >= now {
+							n++
+						}
+					}
+					if len(c.shards) == 1 && n < entries && !crowded {
+						t.Fatalf("entries %d seed %d step %d: full with %d live", entries, seed, i, n)
+					}
+					full++
+				case err != nil:
+					t.Fatalf("entries %d seed %d step %d: %v", entries, seed, i, err)
+				case first && wasLive:
+					t.Fatalf("entries %d seed %d step %d: %s, live until %d, taken for new at %d", entries, seed, i, jti, live[jti], now)
+				case !first && !wasLive:
+					t.Fatalf("entries %d seed %d step %d: %s taken for a replay", entries, seed, i, jti)
+				case first:
+					live[jti] = until
+				}
+				if crowded {
+					checkOverflowBits(t, c)
+				}
+			}
+			if full == 0 && entries < 100 && !crowded {
+				t.Errorf("entries %d seed %d: never full", entries, seed)
+			}
+			if crowded {
+				entries = -entries
+			}
+		}
+	}
+}
+
+// checkOverflowBits fails unless every entry away from its first bucket
+// has that bucket's overflow bit set, which lookups rely on.
+func checkOverflowBits(t *testing.T, c *LocalReplayCache) {
+	t.Helper()
+	for i := range c.shards {
+		s := &c.shards[i]
+		for j, e := range s.slots {
+			if e.until == 0 {
+				continue
+			}
+			if first := e.hash & s.mask; first != uint64(j/bucketSlots) && !s.overflowed(first) {
+				t.Fatalf("an entry in bucket %d, its first %d unmarked", j/bucketSlots, first)
+			}
+		}
 	}
 }
