@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -121,6 +122,10 @@ var (
 	processReplay struct {
 		sync.Mutex
 		cache *dpop.GrowingReplayCache // made by the first handler provisioned
+		// maxAge is the largest max_age of any handler provisioned, which
+		// every entry is kept for (dpop.Config.RememberFor); it never
+		// goes down, since proofs stored under it are still in the cache.
+		maxAge atomic.Int64
 	}
 	sharedNonces = sync.OnceValue(func() *dpop.Nonces {
 		n, err := dpop.NewNonces(nil, nil)
@@ -144,6 +149,20 @@ func sharedReplay(entries int) (*dpop.GrowingReplayCache, bool) {
 	return processReplay.cache, processReplay.cache.Grow(entries)
 }
 
+// rememberMaxAge raises the process's largest max_age to d (0: the
+// default).
+func rememberMaxAge(d time.Duration) {
+	if d == 0 {
+		d = dpop.DefaultMaxAge
+	}
+	for {
+		old := processReplay.maxAge.Load()
+		if int64(d) <= old || processReplay.maxAge.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
+}
+
 func (m *MTLS) check() error {
 	if m.Header != "" && !validHeaderName(m.Header) {
 		return fmt.Errorf("mtls header: %q is not a valid header field name", m.Header)
@@ -160,6 +179,8 @@ func (h *Handler) provisionBinding() error {
 		}
 		cfg := h.DPoP.config()
 		replay, grew := sharedReplay(h.DPoP.replayEntries())
+		rememberMaxAge(cfg.MaxAge)
+		cfg.RememberFor = func() time.Duration { return time.Duration(processReplay.maxAge.Load()) }
 		if grew {
 			h.logger.Info("DPoP replay cache grown; the proofs it held stay refused",
 				zap.Int("replay_cache", replay.Entries()))

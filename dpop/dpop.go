@@ -70,6 +70,13 @@ type Config struct {
 	// ReplayEntries sizes the default replay cache; 0 means
 	// DefaultReplayEntries.
 	ReplayEntries int
+	// RememberFor, when set, is how long past its iat a proof's jti is
+	// kept in Replay, used when longer than MaxAge. Verifiers sharing one
+	// replay cache with different max_age (other routes, or a reload that
+	// raised it) give the largest any of them has had: an entry kept only
+	// for the shorter window would let the proof be replayed on the route
+	// with the longer one.
+	RememberFor func() time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -82,6 +89,7 @@ type Verifier struct {
 	algsParam string
 	maxAge    float64 // seconds
 	leeway    float64
+	remember  func() time.Duration
 	window    time.Duration
 	origin    []byte // normal form of Config.Origin; nil without one
 	nonces    NonceSource
@@ -194,6 +202,7 @@ func New(cfg Config) (*Verifier, error) {
 		leeway = 0
 	}
 	v.maxAge, v.leeway = maxAge.Seconds(), leeway.Seconds()
+	v.remember = cfg.RememberFor
 	v.window = maxAge + leeway
 
 	if cfg.Origin != "" {
@@ -362,12 +371,18 @@ func (v *Verifier) Verify(proofJWT string, req Request) (Result, error) {
 	// its own clock (not a ReplayCacheAt) may read a later instant than
 	// now, find the first use's entry just expired and take a replay for
 	// a first sighting: the age is checked again after it answers.
+	keep := until
+	if v.remember != nil {
+		if r := v.remember().Seconds(); r > v.maxAge {
+			keep = int64(math.Ceil((p.iat + r) * 1e9))
+		}
+	}
 	var first bool
 	var err error
 	if at, ok := v.replay.(ReplayCacheAt); ok {
-		first, err = at.SeenAt(p.jti, until, now)
+		first, err = at.SeenAt(p.jti, keep, now)
 	} else {
-		first, err = v.replay.Seen(p.jti, time.Unix(0, until))
+		first, err = v.replay.Seen(p.jti, time.Unix(0, keep))
 		if err == nil && first && until < v.now().UnixNano() {
 			return Result{}, errTooOld
 		}

@@ -405,6 +405,43 @@ func TestReplayWindow(t *testing.T) {
 	}
 }
 
+// TestReplayKeptForTheLongestMaxAge: two verifiers share a cache, one
+// with max_age 10s (or a config before a reload), one with 120s. A proof
+// accepted by the first must stay spent for the second's whole window.
+func TestReplayKeptForTheLongestMaxAge(t *testing.T) {
+	k := keys()
+	clock := newClock(testNow)
+	cache := NewReplayCache(64, clock.Now)
+	longest := func() time.Duration { return 120 * time.Second }
+	short := newVerifier(t, Config{Now: clock.Now, Replay: cache, MaxAge: 10 * time.Second, RememberFor: longest})
+	long := newVerifier(t, Config{Now: clock.Now, Replay: cache, MaxAge: 120 * time.Second, RememberFor: longest})
+	want := jkt(t, k.ec256)
+	proof := joseProof(t, jose.ES256, k.ec256, claims())
+	if _, err := short.Verify(proof, testRequest(want)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(testNow.Add(30 * time.Second))
+	if _, e := short.Verify(proof, testRequest(want)); e != errTooOld {
+		t.Fatalf("on the short route after its window: %v, want too old", e)
+	}
+	if _, e := long.Verify(proof, testRequest(want)); e != errReplay {
+		t.Fatalf("on the long route at +30s: %v, want the replay error", e)
+	}
+	// Without RememberFor the entry went with the short window: the
+	// replay would pass (the weakness this guards against).
+	clock.Set(testNow)
+	bare := NewReplayCache(64, clock.Now)
+	short2 := newVerifier(t, Config{Now: clock.Now, Replay: bare, MaxAge: 10 * time.Second})
+	long2 := newVerifier(t, Config{Now: clock.Now, Replay: bare, MaxAge: 120 * time.Second})
+	if _, err := short2.Verify(proof, testRequest(want)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(testNow.Add(30 * time.Second))
+	if _, e := long2.Verify(proof, testRequest(want)); e != nil {
+		t.Fatalf("control: without RememberFor the long route said %v; the test no longer shows the gap", e)
+	}
+}
+
 // staleAfterCheck is a replay cache whose clock jumps while it works, as
 // a slow insert would see it.
 type staleAfterCheck struct {
