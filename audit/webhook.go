@@ -14,6 +14,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
+
+	"github.com/jwtguard/caddy-jwtguard/internal/wait"
 )
 
 // WebhookOptions configure the delivery of events to one URL.
@@ -185,14 +187,7 @@ func (d *deliverer) run(ctx context.Context) {
 	// retry waits after a failure; false when ctx ended.
 	retry := func() bool {
 		failures++
-		t := time.NewTimer(d.backoff(failures))
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
-		}
+		return wait.Sleep(ctx, d.backoff(failures))
 	}
 	var after uint64
 	for {
