@@ -28,6 +28,7 @@ deps:
 # Every package, vet first; the end-to-end test builds ./cmd/caddy itself.
 unit:
 	$(GO) vet ./...
+	$(GO) vet -tags jwtguard_bench ./dpop/ .
 	test -z "$$(gofmt -l .)" || (gofmt -l . && false)
 	$(GO) test -count=1 -timeout 20m ./...
 
@@ -47,6 +48,7 @@ fuzz:
 	$(FUZZ) FuzzCaddyfile .
 	$(FUZZ) FuzzVerify ./dpop/
 	$(FUZZ) FuzzHTU ./dpop/
+	$(FUZZ) FuzzSimpleMembers ./dpop/
 	$(FUZZ) FuzzSignals ./signals/
 
 # The end-to-end benchmark against bare Caddy (bench/run.sh; installs wrk if
