@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -202,6 +203,10 @@ func TestPollHandOver(t *testing.T) {
 	set := p.set(t, "h-1", EventAccountDisabled, disabled)
 	var firstGone atomic.Bool
 	var inFlight, most atomic.Int32
+	// The requests answered 200 after the first: the one that took the
+	// acknowledgements is the first of these.
+	var tookMu sync.Mutex
+	var took []pollRequest
 	p.poll = func(req pollRequest) (int, any) {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
@@ -218,6 +223,9 @@ func TestPollHandOver(t *testing.T) {
 		case !firstGone.Load():
 			return http.StatusServiceUnavailable, "" // the first Poller's ack never gets through
 		}
+		tookMu.Lock()
+		took = append(took, req)
+		tookMu.Unlock()
 		return http.StatusOK, map[string]any{"sets": map[string]any{}}
 	}
 	ctxA, stopA := context.WithCancel(context.Background())
@@ -238,10 +246,21 @@ func TestPollHandOver(t *testing.T) {
 			t.Fatalf("the first Poller's request %d acks %v", i+2, r.Ack)
 		}
 	}
+	// Every request until the flag below acks h-1 (checked above, and
+	// B's first may already be on its way, answered after the flag): the
+	// first request that gets a 200 must still carry it.
 	firstGone.Store(true)
-	waitFor(t, func() bool { return len(p.requests()) > seenA })
-	if r := p.requests()[seenA]; !slices.Equal(r.Ack, []string{"h-1"}) {
-		t.Fatalf("the second Poller's first request acks %v", r.Ack)
+	waitFor(t, func() bool { tookMu.Lock(); defer tookMu.Unlock(); return len(took) > 0 })
+	tookMu.Lock()
+	first := took[0]
+	tookMu.Unlock()
+	if !slices.Equal(first.Ack, []string{"h-1"}) {
+		t.Fatalf("the second Poller's first answered request acks %v", first.Ack)
+	}
+	for i, r := range p.requests()[seenA:] {
+		if len(r.Ack) > 1 {
+			t.Fatalf("request %d acks %v: an acknowledgement twice", seenA+i+1, r.Ack)
+		}
 	}
 	stopB()
 	<-doneB
