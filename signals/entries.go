@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jwtguard/caddy-jwtguard/revocation"
-	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
 
 const eventPrefix = "https://schemas.openid.net/secevent/"
@@ -85,29 +84,23 @@ func parseSubject(raw string) (*subject, error) {
 }
 
 func parseSubjectDepth(raw string, depth int) (*subject, error) {
-	members, ok := object(raw)
+	m, ok := objectByName(raw)
 	if !ok {
 		return nil, errors.New("subject is not an object")
 	}
-	m := make(map[string]string, len(members))
-	for _, mem := range members {
-		m[mem.Name] = mem.Raw
-	}
 	s := &subject{}
-	if f, ok := m["format"]; ok {
-		if kind(f) != 's' {
+	if _, ok := m["format"]; ok {
+		if s.format, ok = m.str("format"); !ok {
 			return nil, errors.New("subject format is not a string")
 		}
-		s.format = verifier.JSONUnquote(f)
 	}
 	need := func(names ...string) ([]string, error) {
 		out := make([]string, len(names))
 		for i, n := range names {
-			raw, ok := m[n]
-			if !ok || kind(raw) != 's' {
+			v, ok := m.str(n)
+			if !ok {
 				return nil, fmt.Errorf("a %s subject needs %s as a string", s.format, n)
 			}
-			v := verifier.JSONUnquote(raw)
 			if v == "" {
 				return nil, fmt.Errorf("a %s subject has an empty %s", s.format, n)
 			}
@@ -213,13 +206,9 @@ func (r *Receiver) eventEntries(iss, typ, raw, subID string, iat time.Time) ([]r
 	if !revokes {
 		return nil, nil
 	}
-	members, ok := object(raw)
+	ev, ok := objectByName(raw)
 	if !ok {
 		return nil, errors.New("the event is not an object")
-	}
-	ev := make(map[string]string, len(members))
-	for _, m := range members {
-		ev[m.Name] = m.Raw
 	}
 	at := iat
 	if ts, ok := ev["event_timestamp"]; ok && ts != "null" {
@@ -243,12 +232,6 @@ func (r *Receiver) eventEntries(iss, typ, raw, subID string, iat time.Time) ([]r
 			return nil, err
 		}
 	}
-	str := func(name string) string {
-		if raw, ok := ev[name]; ok && kind(raw) == 's' {
-			return verifier.JSONUnquote(raw)
-		}
-		return ""
-	}
 
 	byUser := false
 	switch typ {
@@ -268,12 +251,13 @@ func (r *Receiver) eventEntries(iss, typ, raw, subID string, iat time.Time) ([]r
 		}
 		byUser = true
 	case EventCredentialChange:
-		switch str("change_type") {
+		switch ct, _ := ev.str("change_type"); ct {
 		case "update", "revoke", "delete":
 			byUser = true
 		}
 	case EventAssuranceLevelChange:
-		byUser = str("change_direction") == "decrease"
+		dir, _ := ev.str("change_direction")
+		byUser = dir == "decrease"
 	default:
 		byUser = userEvents[typ]
 	}

@@ -25,9 +25,10 @@ type delivery struct {
 	iss, jti string
 }
 
-// claimSet is a verified token's claims as raw JSON, read again from the
-// payload so that types are seen as they are (the verifier's rendering
-// turns a JSON string holding an object into that object's text).
+// claimSet is a JSON object's members as raw JSON, by name: a verified
+// token's claims, read again from the payload so that types are seen as
+// they are (the verifier's rendering turns a JSON string holding an object
+// into that object's text), an event or a subject.
 type claimSet map[string]string
 
 func claimsOf(raw string) (claimSet, error) {
@@ -43,11 +44,25 @@ func claimsOf(raw string) (claimSet, error) {
 	if err != nil {
 		return nil, err
 	}
+	return byName(members), nil
+}
+
+// objectByName returns an object's members by name; ok is false when raw
+// is not an object.
+func objectByName(raw string) (claimSet, bool) {
+	members, ok := object(raw)
+	if !ok {
+		return nil, false
+	}
+	return byName(members), true
+}
+
+func byName(members []verifier.JSONMember) claimSet {
 	cs := make(claimSet, len(members))
 	for _, m := range members {
 		cs[m.Name] = m.Raw
 	}
-	return cs, nil
+	return cs
 }
 
 // str returns a string claim; ok is false when it is absent, null or not
