@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // received is what the upstream behind Caddy's reverse_proxy got: its
@@ -33,20 +31,7 @@ func TestIntegrationHopByHop(t *testing.T) {
 		got <- received{r.Header.Clone(), r.Trailer.Clone(), string(b)}
 	}))
 	defer up.Close()
-	storage := t.TempDir()
-	tester := caddytest.NewTester(t)
-	t.Cleanup(func() { unloadConfig(t) })
-	tester.InitServer(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		jwtguard {
-			storage_dir `+storage+`
-		}
-	}
+	startCaddy(t, `
 	http://127.0.0.1:9080 {
 		bind 127.0.0.1
 		handle /opt/* {
@@ -66,7 +51,7 @@ func TestIntegrationHopByHop(t *testing.T) {
 			reverse_proxy `+up.Listener.Addr().String()+`
 		}
 	}
-	`, "caddyfile")
+	`)
 
 	tok := sign(t, jwt.MapClaims{"sub": "alice", "email": "a@example.com"})
 	send := func(t *testing.T, raw string) received {

@@ -15,20 +15,7 @@ import (
 // TestIntegration runs a real Caddy in-process (caddytest) with jwtguard
 // in front of a handler that echoes what it received.
 func TestIntegration(t *testing.T) {
-	storage := t.TempDir()
-	tester := caddytest.NewTester(t)
-	t.Cleanup(func() { unloadConfig(t) })
-	tester.InitServer(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		jwtguard {
-			storage_dir `+storage+`
-		}
-	}
+	tester := startCaddy(t, `
 	http://localhost:9080 {
 		handle /api/* {
 			jwtguard {
@@ -52,7 +39,7 @@ func TestIntegration(t *testing.T) {
 			respond "{http.error.status_code} {http.auth.jwt.error}"
 		}
 	}
-	`, "caddyfile")
+	`)
 
 	tok := sign(t, jwt.MapClaims{"sub": "alice", "iss": "https://idp.example", "jti": "t1", "email": "a@example.com", "roles": []string{"r1", "r2"}})
 
@@ -103,4 +90,43 @@ func unloadConfig(t *testing.T) {
 		return
 	}
 	resp.Body.Close()
+}
+
+// testGlobals is the global options block of the in-process Caddy these
+// tests start: the admin endpoint unloadConfig posts to, the fixed ports,
+// and jwtguard's store in storage. servers and jwtguard are added inside
+// the servers and jwtguard blocks ("" for none).
+func testGlobals(storage, servers, jwtguard string) string {
+	s := `
+	{
+		skip_install_trust
+		admin localhost:2999
+		http_port 9080
+		https_port 9443
+		grace_period 1ns`
+	if servers != "" {
+		s += `
+		servers {
+			` + servers + `
+		}`
+	}
+	return s + `
+		jwtguard {
+			storage_dir ` + storage + `
+			` + jwtguard + `
+		}
+	}
+	`
+}
+
+// startCaddy runs an in-process Caddy with testGlobals (on a fresh store)
+// and sites, and unloads it when t ends, before the store's directory is
+// removed.
+func startCaddy(t *testing.T, sites string) *caddytest.Tester {
+	t.Helper()
+	storage := t.TempDir()
+	tester := caddytest.NewTester(t)
+	t.Cleanup(func() { unloadConfig(t) })
+	tester.InitServer(testGlobals(storage, "", "")+sites, "caddyfile")
+	return tester
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -18,20 +17,7 @@ import (
 // with the token (or, with everywhere, any older token of the subject) is
 // refused; a request without a token revokes nothing.
 func TestLogoutRevokes(t *testing.T) {
-	storage := t.TempDir()
-	tester := caddytest.NewTester(t)
-	t.Cleanup(func() { unloadConfig(t) })
-	tester.InitServer(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		jwtguard {
-			storage_dir `+storage+`
-		}
-	}
+	tester := startCaddy(t, `
 	http://localhost:9080 {
 		handle /api/* {
 			jwtguard {
@@ -66,7 +52,7 @@ func TestLogoutRevokes(t *testing.T) {
 			respond "{http.error.status_code} {http.auth.jwt.error}"
 		}
 	}
-	`, "caddyfile")
+	`)
 
 	get := func(path, tok string) (int, string) {
 		t.Helper()

@@ -96,20 +96,7 @@ func TestIntegrationMTLS(t *testing.T) {
 	aliceCert, aliceX5T := tlsCert(t, "alice", false)
 	otherCert, _ := tlsCert(t, "mallory", false)
 
-	storage := t.TempDir()
-	tester := caddytest.NewTester(t)
-	t.Cleanup(func() { unloadConfig(t) })
-	tester.InitServer(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		jwtguard {
-			storage_dir `+storage+`
-		}
-	}
+	startCaddy(t, `
 	https://localhost:9443 {
 		tls `+certFile+` `+keyFile+` {
 			client_auth {
@@ -134,7 +121,7 @@ func TestIntegrationMTLS(t *testing.T) {
 			respond "{http.error.status_code} {http.auth.jwt.error}"
 		}
 	}
-	`, "caddyfile")
+	`)
 
 	roots := x509.NewCertPool()
 	roots.AddCert(serverCert.Leaf)
