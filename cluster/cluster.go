@@ -56,6 +56,7 @@ type Engine interface {
 // has it all.
 type Store interface {
 	Apply(c revocation.Change, extra func(revocation.Writer) error) error
+	ApplyBatch(cs []revocation.Change, extra func(revocation.Writer) error) error
 	List(kind revocation.Kind, cursor string, limit int) ([]revocation.Entry, string, error)
 	DB() *badger.DB
 }

@@ -63,7 +63,6 @@ const (
 	publishBatch  = 100       // outbox records read per pass
 	publishBytes  = 256 << 10 // and their JSON at most about this big: a pass writes each twice in one Badger transaction
 	pruneAfter    = 3600      // seconds Redis keeps an expired entry in live and gone (longer than any leeway)
-	applyWorkers  = 16        // concurrent Apply calls while catching up
 	exactTrimUpTo = 1000      // MaxLen below which trimming is exact
 )
 

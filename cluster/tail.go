@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -556,17 +555,8 @@ func (r *Redis) applyRemote(items []item, seen map[uint64]ownSeen, extra func(re
 	return len(todo), nil
 }
 
-// batchApplier is a store that applies changes in order a chunk per disk
-// sync (*revocation.Store is one).
-type batchApplier interface {
-	ApplyBatch(cs []revocation.Change, extra func(revocation.Writer) error) error
-}
-
-// applyChanges applies items in order per entry, writing extra with the
-// last one; with a batchApplier, a chunk of changes per disk sync. With one disk sync per Apply, changes to different entries
-// are applied concurrently so that their syncs are shared; the last one
-// goes alone once every other is done, so the position it writes covers
-// them all.
+// applyChanges applies items in order, a chunk of changes per disk sync
+// (Store.ApplyBatch), writing extra with the last one.
 func (r *Redis) applyChanges(items []item, extra func(revocation.Writer) error) error {
 	if len(items) == 0 {
 		if extra == nil {
@@ -574,65 +564,11 @@ func (r *Redis) applyChanges(items []item, extra func(revocation.Writer) error) 
 		}
 		return r.db.Update(func(txn *badger.Txn) error { return extra(txn) })
 	}
-	if b, ok := r.store.(batchApplier); ok {
-		cs := make([]revocation.Change, len(items))
-		for i := range items {
-			cs[i] = items[i].change
-		}
-		return b.ApplyBatch(cs, extra)
+	cs := make([]revocation.Change, len(items))
+	for i := range items {
+		cs[i] = items[i].change
 	}
-	rest, last := items[:len(items)-1], items[len(items)-1]
-	if len(rest) > 0 {
-		var groups [][]revocation.Change
-		byID := map[string]int{}
-		for _, it := range rest {
-			g, ok := byID[it.change.Entry.ID]
-			if !ok {
-				g = len(groups)
-				byID[it.change.Entry.ID] = g
-				groups = append(groups, nil)
-			}
-			groups[g] = append(groups[g], it.change)
-		}
-		work := make(chan []revocation.Change)
-		var (
-			wg    sync.WaitGroup
-			errMu sync.Mutex
-			first error
-		)
-		for range min(applyWorkers, len(groups)) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for g := range work {
-					for _, c := range g {
-						if err := r.store.Apply(c, nil); err != nil {
-							errMu.Lock()
-							first = firstErr(first, err)
-							errMu.Unlock()
-							break
-						}
-					}
-				}
-			}()
-		}
-		for _, g := range groups {
-			work <- g
-		}
-		close(work)
-		wg.Wait()
-		if first != nil {
-			return first
-		}
-	}
-	return r.store.Apply(last.change, extra)
-}
-
-func firstErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
+	return r.store.ApplyBatch(cs, extra)
 }
 
 // cleanup drops the records of own changes the position has passed.
