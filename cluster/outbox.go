@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -138,18 +139,8 @@ func (r *Redis) numbered() ([]outboxRec, error) {
 		}
 		return nil
 	})
-	slices.SortFunc(out, func(a, b outboxRec) int { return cmpU64(a.p, b.p) })
+	slices.SortFunc(out, func(a, b outboxRec) int { return cmp.Compare(a.p, b.p) })
 	return out, err
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func readOutbox(item *badger.Item) (outboxRec, error) {
