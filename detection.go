@@ -461,14 +461,10 @@ func (c *Detect) revokingActions() []string {
 	return out
 }
 
-var errSuspicious = &verifier.Error{Code: verifier.CodeSuspicious, Reason: "suspicious use of this token"}
-
-// watch records a request with a valid, unrevoked token in the usage audit
-// and runs the detection rules on it; it returns the error to refuse the
-// request with when a rule's action says so. With nothing firing it costs
-// no allocation and no I/O.
-func (h *Handler) watch(r *http.Request, tok *verifier.Token) *verifier.Error {
-	req := detect.Request{
+// detectRequest is the detector's view of a request with a verified
+// token, for every rule (watch) and the binding rule (observeBinding).
+func (h *Handler) detectRequest(r *http.Request, tok *verifier.Token) detect.Request {
+	return detect.Request{
 		TokenID:   tok.ID,
 		Issuer:    tok.Issuer,
 		Subject:   tok.Subject,
@@ -478,6 +474,16 @@ func (h *Handler) watch(r *http.Request, tok *verifier.Token) *verifier.Error {
 		// state must stay.
 		Expires: tok.ExpiresAt().Add(time.Duration(h.Leeway)),
 	}
+}
+
+var errSuspicious = &verifier.Error{Code: verifier.CodeSuspicious, Reason: "suspicious use of this token"}
+
+// watch records a request with a valid, unrevoked token in the usage audit
+// and runs the detection rules on it; it returns the error to refuse the
+// request with when a rule's action says so. With nothing firing it costs
+// no allocation and no I/O.
+func (h *Handler) watch(r *http.Request, tok *verifier.Token) *verifier.Error {
+	req := h.detectRequest(r, tok)
 	if log, err := h.app.Audit(); err == nil {
 		iat, hasIat := tok.IssuedAtUnix()
 		log.Use(&audit.Use{

@@ -17,7 +17,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/jwtguard/caddy-jwtguard/detect"
 	"github.com/jwtguard/caddy-jwtguard/dpop"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
@@ -329,14 +328,7 @@ func (h *Handler) observeBinding(r *http.Request, tok *verifier.Token) {
 	if h.detector == nil || h.Detect.Binding == nil {
 		return
 	}
-	req := detect.Request{
-		TokenID:   tok.ID,
-		Issuer:    tok.Issuer,
-		Subject:   tok.Subject,
-		ClientIP:  clientIP(r),
-		UserAgent: userAgent(r),
-		Expires:   tok.ExpiresAt().Add(time.Duration(h.Leeway)),
-	}
+	req := h.detectRequest(r, tok)
 	if v := h.detector.ObserveBinding(&req); v.Findings != nil {
 		h.act(tok, &req, v)
 	}
