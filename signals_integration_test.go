@@ -2,9 +2,6 @@ package jwtguard
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,23 +47,9 @@ type sigPollRequest struct {
 
 func newSigIdP(t testing.TB) *sigIdP {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &sigIdP{key: key}
-	raw, _ := key.PublicKey.Bytes()
-	b64 := base64.RawURLEncoding.EncodeToString
-	jwk := map[string]any{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": b64(raw[1:33]), "y": b64(raw[33:])}
-	mux := http.NewServeMux()
-	for _, path := range []string{"/.well-known/ssf-configuration", "/.well-known/openid-configuration"} {
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			json.NewEncoder(w).Encode(map[string]string{"issuer": p.srv.URL, "jwks_uri": p.srv.URL + "/jwks"})
-		})
-	}
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwk}})
-	})
+	p := &sigIdP{}
+	var mux *http.ServeMux
+	p.key, mux = NewSignalsTestIdP(t, func() string { return p.srv.URL })
 	mux.HandleFunc("/poll", func(w http.ResponseWriter, r *http.Request) {
 		var req sigPollRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -100,16 +83,7 @@ func (p *sigIdP) requests() []sigPollRequest {
 
 func (p *sigIdP) sign(t testing.TB, typ string, claims jwt.MapClaims) string {
 	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
-	tok.Header["kid"] = "k1"
-	if typ != "" {
-		tok.Header["typ"] = typ
-	}
-	s, err := tok.SignedString(p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return SignSignalsTestToken(t, p.key, typ, claims)
 }
 
 // accessToken is an access token of sub issued 10 s ago, with sid when

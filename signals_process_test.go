@@ -2,9 +2,6 @@ package jwtguard_test
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	jwtguard "github.com/jwtguard/caddy-jwtguard"
 	"github.com/jwtguard/caddy-jwtguard/internal/e2etest"
 	"github.com/jwtguard/caddy-jwtguard/signals"
 )
@@ -42,23 +40,9 @@ type procIdP struct {
 
 func newProcIdP(t *testing.T) *procIdP {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &procIdP{key: key}
-	raw, _ := key.PublicKey.Bytes()
-	b64 := base64.RawURLEncoding.EncodeToString
-	jwk := map[string]any{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": b64(raw[1:33]), "y": b64(raw[33:])}
-	mux := http.NewServeMux()
-	for _, path := range []string{"/.well-known/ssf-configuration", "/.well-known/openid-configuration"} {
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			json.NewEncoder(w).Encode(map[string]string{"issuer": p.srv.URL, "jwks_uri": p.srv.URL + "/jwks"})
-		})
-	}
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwk}})
-	})
+	p := &procIdP{}
+	var mux *http.ServeMux
+	p.key, mux = jwtguard.NewSignalsTestIdP(t, func() string { return p.srv.URL })
 	mux.HandleFunc("/poll", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Ack []string `json:"ack"`
@@ -94,16 +78,7 @@ func (p *procIdP) polls() [][]string {
 
 func (p *procIdP) sign(t *testing.T, typ string, claims jwt.MapClaims) string {
 	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
-	tok.Header["kid"] = "k1"
-	if typ != "" {
-		tok.Header["typ"] = typ
-	}
-	s, err := tok.SignedString(p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return jwtguard.SignSignalsTestToken(t, p.key, typ, claims)
 }
 
 func (p *procIdP) accessToken(t *testing.T, sub string, extra jwt.MapClaims) string {
