@@ -112,7 +112,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.dir = abs
 	a.hold = new(hold)
-
 	return register(ctx.GetMetricsRegistry(), revocationsCollector{a})
 }
 
@@ -273,13 +272,10 @@ func (a *App) open(grace time.Duration) (*openStore, error) {
 			_ = s.Close()
 			return nil, fmt.Errorf("cluster: %v", err)
 		}
-		timeout := time.Duration(a.Cluster.SyncTimeout)
-		if timeout <= 0 {
-			timeout = cluster.DefaultSyncTimeout
-		}
-		if err := o.engine.Sync(context.Background(), timeout); err != nil {
-			a.logger.Warn("serving before catching up with the cluster; catching up goes on",
-				zap.Duration("sync_timeout", timeout), zap.Error(err))
+		// Sync takes a zero timeout as cluster.DefaultSyncTimeout, and
+		// its error says how long it waited.
+		if err := o.engine.Sync(context.Background(), time.Duration(a.Cluster.SyncTimeout)); err != nil {
+			a.logger.Warn("serving before catching up with the cluster; catching up goes on", zap.Error(err))
 		}
 	}
 	log, err := audit.Open(s.DB(), audit.Options{History: time.Duration(a.History), Logger: a.logger.Named("audit"), Share: o.engine != nil})
