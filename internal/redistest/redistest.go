@@ -28,9 +28,9 @@ var (
 	binErr  error
 )
 
-// Binary finds redis-server, installing it when it is missing and this
+// binary finds redis-server, installing it when it is missing and this
 // process may (root with apt-get, as on CI machines).
-func Binary() (string, error) {
+func binary() (string, error) {
 	binOnce.Do(func() {
 		if p, err := exec.LookPath("redis-server"); err == nil {
 			bin = p
@@ -72,7 +72,7 @@ type Server struct {
 // the test ends.
 func Start(t testing.TB, aof bool) *Server {
 	t.Helper()
-	b, err := Binary()
+	b, err := binary()
 	if err != nil {
 		t.Fatalf("no Redis to test against: %v", err)
 	}
@@ -81,9 +81,6 @@ func Start(t testing.TB, aof bool) *Server {
 	t.Cleanup(s.Kill)
 	return s
 }
-
-// Port is the server's port on 127.0.0.1.
-func (s *Server) Port() int { return s.port }
 
 // Client is a plain client for looking at what a test's code wrote.
 func (s *Server) Client() *redis.Client {
@@ -210,7 +207,7 @@ func (s *Server) RestoreData(saved string) {
 // URLs.
 func StartCluster(t *testing.T) []string {
 	t.Helper()
-	b, err := Binary()
+	b, err := binary()
 	if err != nil {
 		t.Fatalf("no Redis to test against: %v", err)
 	}
