@@ -26,25 +26,10 @@ func TestDetectionSharedThroughRedis(t *testing.T) {
 	storage, geo := t.TempDir(), detecttest.DB(t)
 	tester := caddytest.NewTester(t)
 	t.Cleanup(func() { unloadConfig(t) })
-	tester.InitServer(fmt.Sprintf(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		servers {
-			trusted_proxies static 127.0.0.0/8 ::1/128
-			client_ip_headers X-Forwarded-For
-		}
-		jwtguard {
-			storage_dir %s
-			cluster redis %s {
+	tester.InitServer(testGlobals(storage, detectServers, `cluster redis `+rds.URL()+` {
 				prefix solo
 				node here
-			}
-		}
-	}
+			}`)+fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /travel/* {
 			jwtguard {
@@ -56,7 +41,7 @@ func TestDetectionSharedThroughRedis(t *testing.T) {
 			}
 			respond "ok"
 		}
-	}`, storage, rds.URL(), testSecret, geo), "caddyfile")
+	}`, testSecret, geo), "caddyfile")
 	ctx := context.Background()
 	rc := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(rds.URL(), "redis://"), "/0"), Protocol: 2})
 	t.Cleanup(func() { rc.Close() })

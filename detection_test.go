@@ -27,6 +27,11 @@ import (
 	"github.com/jwtguard/caddy-jwtguard/detect/detecttest"
 )
 
+// detectServers takes the client's address from X-Forwarded-For, which
+// the tests set, when the connection comes from this machine.
+const detectServers = `trusted_proxies static 127.0.0.0/8 ::1/128
+			client_ip_headers X-Forwarded-For`
+
 func detectConfig(storage, geoip string) string {
 	route := func(path, rules string) string {
 		return fmt.Sprintf(`
@@ -40,22 +45,8 @@ func detectConfig(storage, geoip string) string {
 			respond "ok"
 		}`, path, testSecret, rules)
 	}
-	return fmt.Sprintf(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		servers {
-			trusted_proxies static 127.0.0.0/8 ::1/128
-			client_ip_headers X-Forwarded-For
-		}
-		jwtguard {
-			storage_dir %s
-		}
-	}
-	http://localhost:9080 {`, storage) +
+	return testGlobals(storage, detectServers, "") + `
+	http://localhost:9080 {` +
 		route("rate", "rate 3 1m reject") +
 		route("networks", "networks 1 10m revoke") +
 		route("travel", "travel 1000 revoke_subject\n geoip "+geoip) +
@@ -427,20 +418,7 @@ func TestDetectionWebhookAndRestart(t *testing.T) {
 	}
 
 	storage := t.TempDir()
-	config := fmt.Sprintf(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		servers {
-			trusted_proxies static 127.0.0.0/8
-		}
-		jwtguard {
-			storage_dir %s
-		}
-	}
+	config := testGlobals(storage, "trusted_proxies static 127.0.0.0/8", "") + fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /log/* {
 			jwtguard {
@@ -452,7 +430,7 @@ func TestDetectionWebhookAndRestart(t *testing.T) {
 			}
 			respond "ok"
 		}
-	}`, storage, testSecret, hook.URL)
+	}`, testSecret, hook.URL)
 	tester := caddytest.NewTester(t)
 	t.Cleanup(func() { unloadConfig(t) })
 	tester.InitServer(config, "caddyfile")

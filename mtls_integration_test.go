@@ -212,20 +212,7 @@ func TestIntegrationClientCertHeader(t *testing.T) {
 	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"x5t#S256": aliceX5T}})
 	header := func(c tls.Certificate) string { return ":" + base64.StdEncoding.EncodeToString(c.Leaf.Raw) + ":" }
 	config := func(storage, trusted string) string {
-		return fmt.Sprintf(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		servers {
-			trusted_proxies static %s
-		}
-		jwtguard {
-			storage_dir %s
-		}
-	}
+		return testGlobals(storage, "trusted_proxies static "+trusted, "") + fmt.Sprintf(`
 	http://localhost:9080 {
 		jwtguard {
 			secret %s
@@ -234,7 +221,7 @@ func TestIntegrationClientCertHeader(t *testing.T) {
 			}
 		}
 		respond "ok {http.auth.jwt.binding} cert-header:{http.request.header.Client-Cert}"
-	}`, trusted, storage, testSecret)
+	}`, testSecret)
 	}
 	get := func(cert string) (int, string) {
 		req, _ := http.NewRequest("GET", "http://localhost:9080/", nil)

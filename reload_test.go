@@ -17,17 +17,7 @@ import (
 
 // reloadConfig has two handlers on one store; body tells configs apart.
 func reloadConfig(storage, body string) string {
-	return fmt.Sprintf(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		jwtguard {
-			storage_dir %s
-		}
-	}
+	return testGlobals(storage, "", "") + fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /a/* {
 			jwtguard {
@@ -42,7 +32,7 @@ func reloadConfig(storage, body string) string {
 			}
 			respond "b %s"
 		}
-	}`, storage, testSecret, body, testSecret, body)
+	}`, testSecret, body, testSecret, body)
 }
 
 func adminPost(t *testing.T, path, body string) (int, string) {
