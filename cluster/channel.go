@@ -240,7 +240,7 @@ func (c *channel) tailLoop(ctx context.Context, handle func([]Message) error) {
 			}
 			pos, check = p, false
 		}
-		msgs, err := c.read(ctx, pos)
+		msgs, err := c.r.readStream(ctx, c.key, pos, channelRead, c.r.opts.Block)
 		if err != nil {
 			check = true
 			if ctx.Err() != nil || !fail("reading the channel", err) {
@@ -315,26 +315,6 @@ func (c *channel) resolve(ctx context.Context, pos string) (string, error) {
 		return "0-0", nil
 	}
 	return pos, nil
-}
-
-func (c *channel) read(ctx context.Context, pos string) ([]redis.XMessage, error) {
-	var res []redis.XStream
-	err := c.r.callFor(ctx, c.r.opts.Block+c.r.opts.Timeout, func(ctx context.Context) error {
-		var err error
-		res, err = c.r.client.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{c.key, pos},
-			Count:   channelRead,
-			Block:   c.r.opts.Block,
-		}).Result()
-		return err
-	})
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil || len(res) == 0 {
-		return nil, err
-	}
-	return res[0].Messages, nil
 }
 
 func (c *channel) loadPos() (string, error) {

@@ -341,14 +341,16 @@ func (r *Redis) read(ctx context.Context) ([]redis.XMessage, error) {
 		block = r.opts.Block
 	default:
 	}
+	return r.readStream(ctx, r.keys[kLog], r.position().ID, readCount, block)
+}
+
+// readStream reads up to count messages of the stream key after pos,
+// waiting up to block for the first (a negative block: not at all).
+func (r *Redis) readStream(ctx context.Context, key, pos string, count int64, block time.Duration) ([]redis.XMessage, error) {
 	var res []redis.XStream
 	err := r.callFor(ctx, max(block, 0)+r.opts.Timeout, func(ctx context.Context) error {
 		var err error
-		res, err = r.client.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{r.keys[kLog], r.position().ID},
-			Count:   readCount,
-			Block:   block,
-		}).Result()
+		res, err = r.client.XRead(ctx, &redis.XReadArgs{Streams: []string{key, pos}, Count: count, Block: block}).Result()
 		return err
 	})
 	if errors.Is(err, redis.Nil) {
