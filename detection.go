@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strconv"
 	"time"
 
@@ -432,32 +431,31 @@ func (h *Handler) cleanupDetect() {
 // revokingActions names the rules whose action revokes, for the check that
 // they have a revocation list to revoke in.
 func (c *Detect) revokingActions() []string {
-	acts := map[string]string{}
-	if c.Rate != nil {
-		acts["rate"] = c.Rate.Action
-	}
-	if c.Surge != nil {
-		acts["surge"] = c.Surge.Action
-	}
-	if c.Networks != nil {
-		acts["networks"] = c.Networks.Action
-	}
-	if c.Travel != nil {
-		acts["travel"] = c.Travel.Action
-	}
-	if c.Agent != nil {
-		acts["agent"] = c.Agent.Action
-	}
-	if c.Binding != nil {
-		acts["binding"] = c.Binding.Action
-	}
 	var out []string
-	for rule, a := range acts {
-		if a == "revoke" || a == "revoke_subject" {
-			out = append(out, rule+" "+a)
+	add := func(rule, action string) {
+		if action == "revoke" || action == "revoke_subject" {
+			out = append(out, rule+" "+action)
 		}
 	}
-	slices.Sort(out)
+	// In the order of the rules' names, as the message lists them.
+	if c.Agent != nil {
+		add("agent", c.Agent.Action)
+	}
+	if c.Binding != nil {
+		add("binding", c.Binding.Action)
+	}
+	if c.Networks != nil {
+		add("networks", c.Networks.Action)
+	}
+	if c.Rate != nil {
+		add("rate", c.Rate.Action)
+	}
+	if c.Surge != nil {
+		add("surge", c.Surge.Action)
+	}
+	if c.Travel != nil {
+		add("travel", c.Travel.Action)
+	}
 	return out
 }
 
