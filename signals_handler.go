@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -288,7 +287,7 @@ func (s *Signals) Validate() error {
 		}
 		seen[t.Issuer] = true
 		if t.Poll != "" {
-			if err := checkHTTPURL(t.Poll); err != nil {
+			if _, err := jwks.CheckURL(t.Poll); err != nil {
 				return fmt.Errorf("jwtguard_signals: transmitter %s: poll %q: %v", t.Issuer, t.Poll, err)
 			}
 		}
@@ -312,23 +311,13 @@ func (s *Signals) Validate() error {
 	return nil
 }
 
-func checkHTTPURL(raw string) error {
-	u, err := url.Parse(raw)
+// checkIssuerURL: an issuer is an http(s) URL without query or fragment.
+func checkIssuerURL(raw string) error {
+	u, err := jwks.CheckURL(raw)
 	if err != nil {
 		return err
 	}
-	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return errors.New("not an absolute http or https URL")
-	}
-	return nil
-}
-
-// checkIssuerURL: an issuer is an http(s) URL without query or fragment.
-func checkIssuerURL(raw string) error {
-	if err := checkHTTPURL(raw); err != nil {
-		return err
-	}
-	if u, _ := url.Parse(raw); u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
+	if u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
 		return errors.New("an issuer has no query or fragment")
 	}
 	return nil
@@ -496,7 +485,7 @@ func unmarshalTransmitter(d *caddyfile.Dispenser) (SignalsTransmitter, error) {
 			if len(args) < 1 || len(args) > 2 {
 				return t, d.Errf("transmitter %s: poll: want <endpoint-url> [<interval>]", t.Issuer)
 			}
-			if err := checkHTTPURL(args[0]); err != nil {
+			if _, err := jwks.CheckURL(args[0]); err != nil {
 				return t, d.Errf("transmitter %s: poll %q: %v", t.Issuer, args[0], err)
 			}
 			t.Poll = args[0]

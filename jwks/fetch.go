@@ -115,7 +115,7 @@ func (s *Set) discover(ctx context.Context) (string, error) {
 	if doc.Issuer != s.issuer {
 		return "", &fetchError{ResultIssuer, fmt.Errorf("discovery document names issuer %s, not %q", clip(doc.Issuer), s.issuer)}
 	}
-	u, err := checkURL(doc.JWKSURI)
+	u, err := CheckURL(doc.JWKSURI)
 	if err != nil {
 		return "", &fetchError{ResultDiscovery, fmt.Errorf("discovery document: jwks_uri %s: %v", clip(doc.JWKSURI), err)}
 	}
@@ -148,7 +148,7 @@ func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
 // redact drops a URL's user information before it is logged.
 func redact(uri string) string {
-	if u, err := checkURL(uri); err == nil {
+	if u, err := CheckURL(uri); err == nil {
 		return u.Redacted()
 	}
 	return clip(uri)

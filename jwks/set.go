@@ -207,7 +207,7 @@ func New(opts Options) (*Set, error) {
 	case opts.URL != "" && opts.WellKnown != "":
 		return nil, errors.New("jwks: a discovery document goes with an issuer, not a JWK Set URL")
 	case opts.URL != "":
-		u, err := checkURL(opts.URL)
+		u, err := CheckURL(opts.URL)
 		if err != nil {
 			return nil, fmt.Errorf("jwks %s: %v", opts.URL, err)
 		}
@@ -217,7 +217,7 @@ func New(opts Options) (*Set, error) {
 		if opts.WellKnown == WellKnownSSF {
 			what = "transmitter"
 		}
-		u, err := checkURL(opts.Issuer)
+		u, err := CheckURL(opts.Issuer)
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: %v", what, opts.Issuer, err)
 		}
@@ -286,8 +286,9 @@ func ssfDiscoveryURL(issuer *url.URL) string {
 	return u.String()
 }
 
-// checkURL accepts absolute http and https URLs only.
-func checkURL(raw string) (*url.URL, error) {
+// CheckURL accepts absolute http and https URLs only (jwtguard_signals
+// checks its issuer and poll URLs with it too).
+func CheckURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
