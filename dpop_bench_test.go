@@ -157,20 +157,6 @@ func benchRequest(u *url.URL, auth, proof string) *http.Request {
 	return r.WithContext(context.WithValue(context.Background(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
 }
 
-// freshReplay gives the process a new replay cache of the default size,
-// as a fresh Caddy has, until the benchmark ends.
-func freshReplay(b *testing.B) {
-	processReplay.Lock()
-	saved := processReplay.cache
-	processReplay.cache = nil
-	processReplay.Unlock()
-	b.Cleanup(func() {
-		processReplay.Lock()
-		processReplay.cache = saved
-		processReplay.Unlock()
-	})
-}
-
 const benchDPoPBlock = "jwtguard {\n secret " + testSecret + "\n claim_header sub X-User-Id\n claim_header email X-User-Email\n claim_header roles X-User-Roles\n dpop\n}"
 
 // BenchmarkServeHTTPDPoP is a DPoP request with a cached access token and
@@ -203,7 +189,7 @@ func BenchmarkServeHTTPDPoP(b *testing.B) {
 			"roles": []string{"a", "b"}})
 		auth := "DPoP " + tok
 		b.Run(string(alg), func(b *testing.B) {
-			freshReplay(b)
+			freshProcessReplay(b)
 			h := newHandler(b, benchDPoPBlock)
 			v, err := dpop.New(dpop.Config{})
 			if err != nil {

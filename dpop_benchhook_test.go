@@ -38,7 +38,7 @@ func BenchmarkServeHTTPDPoPBeyondSignature(b *testing.B) {
 		auth := "DPoP " + tok
 		req := dpop.Request{Method: "GET", Scheme: "https", Host: u.Host, Path: u.EscapedPath(), AccessToken: tok, JKT: key.jkt}
 		b.Run(string(alg), func(b *testing.B) {
-			freshReplay(b)
+			freshProcessReplay(b)
 			w := httptest.NewRecorder()
 			var h *Handler
 			var v *dpop.Verifier

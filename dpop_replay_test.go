@@ -13,10 +13,10 @@ import (
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
-// freshProcessReplay gives the test a process replay cache of its own, as
-// a new Caddy process starts with none: this test process's handlers have
-// made one of the default size long before.
-func freshProcessReplay(t *testing.T) {
+// freshProcessReplay gives the test or benchmark a process replay cache
+// of its own, as a new Caddy process starts with none: this test
+// process's handlers have made one of the default size long before.
+func freshProcessReplay(t testing.TB) {
 	processReplay.Lock()
 	saved := processReplay.cache
 	processReplay.cache = nil
