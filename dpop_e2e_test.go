@@ -61,13 +61,29 @@ func (m proofMaker) proof(t *testing.T, token, target string) string {
 	return m.run(t, "-token", token, "-method", "GET", "-url", target)
 }
 
-// dpopSite is a site on 127.0.0.1:sitePort whose route has jwtguard with
-// the dpop block given, answering "ok <sub> <binding>", and a refusal
-// "<status> <error code>".
-func dpopSite(t *testing.T, sitePort, adminPort int, dpopBlock string) (procSite, func(adminAddr string) string) {
+// dpopE2E is a running Caddy whose site on 127.0.0.1 has a route with
+// jwtguard and the dpop block given, answering "ok <sub> <binding>", and a
+// refusal "<status> <error code>"; the program that makes its client's
+// proofs; and a token for alice bound to that client's key.
+type dpopE2E struct {
+	site   procSite
+	config func(adminAddr string) string
+	caddy  *e2etest.Process
+	maker  proofMaker
+	token  string
+}
+
+// startDPoPSite builds Caddy and example/dpop and starts a dpopE2E;
+// skipped with -short.
+func startDPoPSite(t *testing.T, sitePort, adminPort int, dpopBlock string) dpopE2E {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs Caddy; skipped with -short")
+	}
+	bin := e2etest.Build(t)
+	e := dpopE2E{maker: buildProofMaker(t)}
 	storage := t.TempDir()
-	config := func(adminAddr string) string {
+	e.config = func(adminAddr string) string {
 		return fmt.Sprintf(`{
 	admin %s
 	jwtguard {
@@ -88,7 +104,11 @@ http://127.0.0.1:%d {
 }
 `, adminAddr, storage, sitePort, procSecret, dpopBlock)
 	}
-	return procSiteAt(t, sitePort, adminPort, config), config
+	e.site = procSiteAt(t, sitePort, adminPort, e.config)
+	e.caddy = e.site.start(t, bin, t.TempDir())
+	e.token = e2etest.Run(t, bin, "jwtguard", "sign", "--secret", procSecret, "--sub", "alice",
+		"--claim", `cnf={"jkt":"`+e.maker.thumbprint(t)+`"}`)
+	return e
 }
 
 // dpopResponse is what a request came back with.
@@ -129,17 +149,8 @@ func sendDPoP(t *testing.T, target, authorization, proof string) dpopResponse {
 // token, and a proof for another URL are refused, each with its code and
 // challenge; and Caddy's log never holds the token or a proof.
 func TestDPoPEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs Caddy; skipped with -short")
-	}
-	bin := e2etest.Build(t)
-	maker := buildProofMaker(t)
-	site, _ := dpopSite(t, 18101, 12101, "dpop")
-	caddy := site.start(t, bin, t.TempDir())
-
-	jkt := maker.thumbprint(t)
-	token := e2etest.Run(t, bin, "jwtguard", "sign", "--secret", procSecret, "--sub", "alice",
-		"--claim", `cnf={"jkt":"`+jkt+`"}`)
+	e := startDPoPSite(t, 18101, 12101, "dpop")
+	site, caddy, maker, token := e.site, e.caddy, e.maker, e.token
 	target := site.siteURL + "api/orders/42"
 
 	proof := maker.proof(t, token, target+"?page=2") // htu leaves the query out
@@ -197,17 +208,8 @@ func TestDPoPEndToEnd(t *testing.T) {
 // and Retry-After; a config reload with replay_cache 1000 grows the cache,
 // and the proofs accepted before the reload stay refused.
 func TestDPoPReplayCacheReload(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs Caddy; skipped with -short")
-	}
-	bin := e2etest.Build(t)
-	maker := buildProofMaker(t)
-	site, config := dpopSite(t, 18102, 12102, "dpop {\n\t\t\treplay_cache 64\n\t\t}")
-	caddy := site.start(t, bin, t.TempDir())
-
-	jkt := maker.thumbprint(t)
-	token := e2etest.Run(t, bin, "jwtguard", "sign", "--secret", procSecret, "--sub", "alice",
-		"--claim", `cnf={"jkt":"`+jkt+`"}`)
+	e := startDPoPSite(t, 18102, 12102, "dpop {\n\t\t\treplay_cache 64\n\t\t}")
+	site, config, caddy, maker, token := e.site, e.config, e.caddy, e.maker, e.token
 	target := site.siteURL + "api"
 	var accepted []string
 	for i := range 64 {
