@@ -63,10 +63,10 @@ func (h *hookRecorder) posted(node string) []string {
 	return slices.Clone(h.posts[node])
 }
 
+// shareNode is a cluster node (its start, wait and stop) whose site
+// routes detect.
 type shareNode struct {
-	procSite
-	name string
-	proc *e2etest.Process
+	clusterNode
 }
 
 // newShareNode writes a node's config: /travel/ (travel 1000 revoke),
@@ -113,13 +113,7 @@ http://127.0.0.1:%d {%s%s%s
 `, adminAddr, filepath.Join(t.TempDir(), "store"), redisURL, name, sitePort,
 			route("travel", "travel 1000 revoke"), route("networks", "networks 1 1h revoke"), route("log", "networks 1 1h"))
 	})
-	return &shareNode{procSite: s, name: name}
-}
-
-func (n *shareNode) up(top *testing.T, bin, home string) {
-	top.Helper()
-	n.proc = n.start(top, bin, home)
-	(&clusterNode{procSite: n.procSite, name: n.name}).waitAdmin(top)
+	return &shareNode{clusterNode{procSite: s, name: name}}
 }
 
 // use sends tok to path from ip; it returns the body ("ok <sub>", or
@@ -385,5 +379,3 @@ func TestClusterSharesDetection(t *testing.T) {
 		}
 	}
 }
-
-func (n *shareNode) stop(t *testing.T) { n.proc.Stop(t) }
