@@ -81,11 +81,11 @@ func remembered(db *badger.DB, key []byte, now time.Time) (bool, error) {
 // others are durable: a crash in between leaves it unremembered, and the
 // redelivery stores the same entries again (same IDs, nothing doubled).
 func (r *Receiver) apply(o *outcome, kind byte, entries []revocation.Entry) *outcome {
-	store, err := r.store()
+	store, err := r.cfg.Store()
 	if err != nil {
 		return r.unapplied(o, err)
 	}
-	now := r.now()
+	now := r.cfg.Now()
 	key := memoryKey(kind, o.iss, o.jti)
 	seen, err := remembered(store.DB(), key, now)
 	if err != nil {
@@ -95,7 +95,7 @@ func (r *Receiver) apply(o *outcome, kind byte, entries []revocation.Entry) *out
 		o.repeat, o.result = true, ResultIgnored
 		return o
 	}
-	until := now.Add(r.remember)
+	until := now.Add(r.cfg.Remember)
 	remember := func(w revocation.Writer) error { return setMemory(w, key, until) }
 	written := false
 	for i, e := range entries {

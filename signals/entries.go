@@ -217,7 +217,7 @@ func (r *Receiver) eventEntries(iss, typ, raw, subID string, iat time.Time) ([]r
 		}
 		// An event has happened: one dated ahead would revoke the tokens
 		// the user gets until then, locking them out.
-		if at.After(r.now().Add(ClockSkew)) {
+		if at.After(r.cfg.Now().Add(ClockSkew)) {
 			return nil, errors.New("event_timestamp is in the future")
 		}
 	}
@@ -290,7 +290,7 @@ func (r *Receiver) finishEntries(iss, typ string, at time.Time, es ...revocation
 	if at.Unix() < 1 {
 		return nil
 	}
-	exp := at.Add(r.lifetime)
+	exp := at.Add(r.cfg.TokenLifetime)
 	if last := time.Unix(253402300799, 0); exp.After(last) {
 		exp = last // what RFC 3339 and the list can hold
 	}

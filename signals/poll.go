@@ -153,7 +153,7 @@ func (p *Poller) Run(ctx context.Context) {
 		<-l.sem
 	}()
 
-	log := p.r.log.With(zap.String("transmitter", p.opts.Issuer), zap.String("poll", p.url))
+	log := p.r.cfg.Logger.With(zap.String("transmitter", p.opts.Issuer), zap.String("poll", p.url))
 	backoff := firstBackoff
 	for {
 		more, err := p.Once(ctx)

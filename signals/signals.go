@@ -129,15 +129,11 @@ type Config struct {
 
 // Receiver checks and applies signals. It is safe for concurrent use.
 type Receiver struct {
-	audiences    []string
+	// cfg is New's Config with its defaults filled in; its Transmitters
+	// and Providers are not used after New.
+	cfg          Config
 	transmitters map[string]*issuer
 	providers    map[string]*issuer
-	lifetime     time.Duration
-	remember     time.Duration
-	store        func() (*revocation.Store, error)
-	log          *zap.Logger
-	onResult     func(event, result string)
-	now          func() time.Time
 }
 
 // issuer is a transmitter or provider with the verifier of its tokens.
@@ -164,36 +160,26 @@ func New(cfg Config) (*Receiver, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("signals: no revocation store")
 	}
-	r := &Receiver{
-		audiences:    cfg.Audiences,
-		transmitters: map[string]*issuer{},
-		providers:    map[string]*issuer{},
-		lifetime:     cfg.TokenLifetime,
-		remember:     cfg.Remember,
-		store:        cfg.Store,
-		log:          cfg.Logger,
-		onResult:     cfg.OnResult,
-		now:          cfg.Now,
+	if cfg.TokenLifetime == 0 {
+		cfg.TokenLifetime = DefaultTokenLifetime
 	}
-	if r.lifetime == 0 {
-		r.lifetime = DefaultTokenLifetime
-	}
-	if r.lifetime < 0 {
+	if cfg.TokenLifetime < 0 {
 		return nil, errors.New("signals: token lifetime must be positive")
 	}
-	if r.remember <= 0 {
-		r.remember = DefaultRemember
+	if cfg.Remember <= 0 {
+		cfg.Remember = DefaultRemember
 	}
-	r.remember = max(r.remember, r.lifetime+ClockSkew)
-	if r.log == nil {
-		r.log = zap.NewNop()
+	cfg.Remember = max(cfg.Remember, cfg.TokenLifetime+ClockSkew)
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
 	}
-	if r.onResult == nil {
-		r.onResult = func(string, string) {}
+	if cfg.OnResult == nil {
+		cfg.OnResult = func(string, string) {}
 	}
-	if r.now == nil {
-		r.now = time.Now
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
+	r := &Receiver{cfg: cfg, transmitters: map[string]*issuer{}, providers: map[string]*issuer{}}
 	for _, t := range cfg.Transmitters {
 		is, err := r.newIssuer(t.Issuer, t.Keys, "secevent+jwt")
 		if err != nil {
@@ -232,14 +218,14 @@ func (r *Receiver) newIssuer(iss string, keys verifier.KeySet, typ string) (*iss
 	cfg := verifier.Config{
 		KeySets:   []verifier.KeySet{keys},
 		Issuers:   []string{iss},
-		Audiences: r.audiences,
+		Audiences: r.cfg.Audiences,
 		Leeway:    ClockSkew,
 		// A SET or logout token is what this verifier is for; cnf means
 		// nothing to it. Each token is seen once: no cache.
 		EventTokens:  true,
 		AllowBound:   true,
 		CacheEntries: -1,
-		Now:          r.now,
+		Now:          r.cfg.Now,
 	}
 	if typ != "" {
 		cfg.TokenTypes = []string{typ}
@@ -275,7 +261,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case err != nil:
 		// The client went away or sent a broken body: nothing to answer
 		// it with that it could read.
-		r.log.Debug("signal body unreadable", zap.Error(err))
+		r.cfg.Logger.Debug("signal body unreadable", zap.Error(err))
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	case strings.EqualFold(mt, logoutType):
@@ -391,20 +377,20 @@ func (r *Receiver) finish(o *outcome) {
 		}
 	}
 	for _, l := range labels {
-		r.onResult(l, o.result)
+		r.cfg.OnResult(l, o.result)
 	}
 	fields := []zap.Field{zap.String("iss", o.iss), zap.String("jti", o.jti), zap.Strings("events", labels), zap.String("result", o.result)}
 	switch {
 	case o.status == http.StatusServiceUnavailable:
-		r.log.Error("signal not applied, the sender should retry", append(fields, zap.String("reason", o.desc))...)
+		r.cfg.Logger.Error("signal not applied, the sender should retry", append(fields, zap.String("reason", o.desc))...)
 	case o.err != "":
-		r.log.Warn("signal refused", append(fields, zap.String("description", o.desc))...)
+		r.cfg.Logger.Warn("signal refused", append(fields, zap.String("description", o.desc))...)
 	default:
 		ids := make([]string, len(o.entries))
 		for i, e := range o.entries {
 			ids[i] = string(e.Kind) + ":" + e.ID
 		}
-		r.log.Info("signal received", append(fields, zap.Bool("redelivered", o.repeat), zap.Strings("revocations", ids))...)
+		r.cfg.Logger.Info("signal received", append(fields, zap.Bool("redelivered", o.repeat), zap.Strings("revocations", ids))...)
 	}
 }
 
