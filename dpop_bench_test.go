@@ -51,11 +51,7 @@ func newBenchProofKey(b *testing.B, alg jose.SignatureAlgorithm) benchProofKey {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sum, err := (&jose.JSONWebKey{Key: k.priv.Public()}).Thumbprint(crypto.SHA256)
-	if err != nil {
-		b.Fatal(err)
-	}
-	k.jkt = base64.RawURLEncoding.EncodeToString(sum)
+	k.jkt = jktOf(b, k.priv.Public())
 	return k
 }
 

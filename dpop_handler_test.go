@@ -141,11 +141,18 @@ func newDPoPKey(t testing.TB) dpopKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := (&jose.JSONWebKey{Key: priv.Public()}).Thumbprint(crypto.SHA256)
+	return dpopKey{priv, jktOf(t, priv.Public())}
+}
+
+// jktOf is go-jose's RFC 7638 thumbprint of a public key, as cnf.jkt
+// carries it.
+func jktOf(t testing.TB, pub crypto.PublicKey) string {
+	t.Helper()
+	sum, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dpopKey{priv, base64.RawURLEncoding.EncodeToString(sum)}
+	return base64.RawURLEncoding.EncodeToString(sum)
 }
 
 var proofCounter atomic.Int64
