@@ -102,12 +102,12 @@ func (k *jwk) publicKey(alg verifier.Algorithm) (any, *Error) {
 			return nil, errKeyAlgorithm
 		}
 	}
+	if !k.fits(alg) {
+		return nil, errKeyAlgorithm
+	}
 	switch alg {
 	case verifier.ES256, verifier.ES384, verifier.ES512:
 		c := curves[alg]
-		if k.kty != "EC" || k.crv != c.name {
-			return nil, errKeyAlgorithm
-		}
 		// An uncompressed point: 0x04 || x || y, each coordinate at its
 		// full size (RFC 7518 §6.2.1.2).
 		var buf [1 + 2*66]byte
@@ -121,9 +121,6 @@ func (k *jwk) publicKey(alg verifier.Algorithm) (any, *Error) {
 		}
 		return pub, nil
 	case verifier.EdDSA:
-		if k.kty != "OKP" || k.crv != "Ed25519" {
-			return nil, errKeyAlgorithm
-		}
 		pub := make(ed25519.PublicKey, ed25519.PublicKeySize)
 		if !decodeExact(pub, k.x) {
 			return nil, errJWK
@@ -131,9 +128,6 @@ func (k *jwk) publicKey(alg verifier.Algorithm) (any, *Error) {
 		return pub, nil
 	}
 	// RS* and PS*
-	if k.kty != "RSA" {
-		return nil, errKeyAlgorithm
-	}
 	n, ok := decodeUint(k.n, maxRSABits/8)
 	if !ok {
 		return nil, errJWK
