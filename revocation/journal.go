@@ -147,10 +147,7 @@ func (s *Store) applyChunk(cs []Change, extra func(Writer) error) error {
 		return ErrClosed
 	}
 	now := s.clock()
-	dead := now.Add(-s.Grace())
-	if swept := time.Unix(s.sweptExp, 0); swept.After(dead) {
-		dead = swept
-	}
+	dead := s.deadAt(now)
 	cut := s.deadline(now)
 
 	// Every stripe the chunk touches, locked in order: no Add or Delete

@@ -233,10 +233,7 @@ func (s *Store) put(e Entry, journal Journal, extra func(Writer) error) (stored 
 		return Entry{}, false, ErrClosed
 	}
 	now := s.clock()
-	dead := now.Add(-s.Grace())
-	if swept := time.Unix(s.sweptExp, 0); swept.After(dead) {
-		dead = swept
-	}
+	dead := s.deadAt(now)
 	e, err = normalize(e, now, dead)
 	if err != nil {
 		return Entry{}, false, err
@@ -561,6 +558,17 @@ func (s *Store) cutoff(now time.Time) int64 {
 // already took out of the index and off the disk.
 func (s *Store) deadline(now time.Time) int64 {
 	return max(s.cutoff(now), s.sweptExp)
+}
+
+// deadAt is deadline as an instant, for normalize: an expires_at at or
+// before it is refused. Not rounded to the second as deadline is: with no
+// grace period, an expires_at earlier in the current second has passed.
+func (s *Store) deadAt(now time.Time) time.Time {
+	dead := now.Add(-s.Grace())
+	if swept := time.Unix(s.sweptExp, 0); swept.After(dead) {
+		dead = swept
+	}
+	return dead
 }
 
 // reconcile runs after a failed commit. Badger may still have applied the
