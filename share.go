@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -39,7 +38,6 @@ const (
 	sightingsChannel = "sightings"
 	shareMinBackoff  = 100 * time.Millisecond
 	shareMaxBackoff  = 5 * time.Second
-	maxSightingUALen = 256 // as much as an event keeps
 	sightedOn        = " (sighted on node "
 )
 
@@ -157,7 +155,7 @@ func (h *Handler) shareSighting(req *detect.Request, tok *verifier.Token, v dete
 	}
 	m := sighting{
 		Scope: sh.(sharer).scope, TokenID: req.TokenID, Issuer: req.Issuer, Subject: req.Subject,
-		ExpiresAt: tok.ExpiresAt(), ClientIP: req.ClientIP, UserAgent: clipUA(req.UserAgent),
+		ExpiresAt: tok.ExpiresAt(), ClientIP: req.ClientIP, UserAgent: audit.ClipUserAgent(req.UserAgent),
 		At: time.Now(),
 	}
 	if h.geo != nil {
@@ -236,16 +234,4 @@ func (h *Handler) applySighting(m *sighting, msg cluster.Message) {
 		sum := sha256.Sum256([]byte("jwtguard sighting event\x00" + rule + "\x00" + m.TokenID + "\x00" + msg.ID))
 		return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16])
 	})
-}
-
-// clipUA cuts a User-Agent to what an event keeps, at a rune boundary.
-func clipUA(ua string) string {
-	if len(ua) <= maxSightingUALen {
-		return ua
-	}
-	n := maxSightingUALen
-	for n > 0 && !utf8.RuneStart(ua[n]) {
-		n--
-	}
-	return ua[:n]
 }

@@ -50,9 +50,9 @@ type EventQuery struct {
 // the header is the client's to choose, and it is stored for a week.
 const maxUserAgent = 256
 
-// clipUserAgent cuts ua to maxUserAgent bytes at a rune boundary. It
+// ClipUserAgent cuts ua to maxUserAgent bytes at a rune boundary. It
 // returns a substring: no allocation.
-func clipUserAgent(ua string) string {
+func ClipUserAgent(ua string) string {
 	if len(ua) <= maxUserAgent {
 		return ua
 	}
@@ -83,7 +83,7 @@ func (l *Log) Record(ev Event, durable bool) (Event, error) {
 		ev.ID = rand.Text()
 	}
 	ev.ClientIP = ev.ClientIP.Unmap()
-	ev.UserAgent = clipUserAgent(ev.UserAgent)
+	ev.UserAgent = ClipUserAgent(ev.UserAgent)
 	val, err := encodeEvent(&ev)
 	if err != nil {
 		return ev, fmt.Errorf("storing event: %w", err)

@@ -60,7 +60,7 @@ func (l *Log) Import(evs []Event) (int, error) {
 		ev := &fresh[i]
 		ev.Time = ev.Time.UTC()
 		ev.ClientIP = ev.ClientIP.Unmap()
-		ev.UserAgent = clipUserAgent(ev.UserAgent)
+		ev.UserAgent = ClipUserAgent(ev.UserAgent)
 		ev.Webhook = ""
 		val, err := encodeEvent(ev)
 		if err != nil {

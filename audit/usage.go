@@ -91,7 +91,7 @@ func (l *Log) Use(u *Use) {
 		now = l.clock().Unix()
 	}
 	ip := u.ClientIP.Unmap()
-	ua := clipUserAgent(u.UserAgent)
+	ua := ClipUserAgent(u.UserAgent)
 	sh := &l.shards[maphash.String(l.seed, u.TokenID)%numShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
