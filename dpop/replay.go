@@ -54,7 +54,8 @@ const DefaultReplayEntries = 1 << 17
 
 // ReplayEntryBytes is what one remembered proof costs: a 16-byte slot,
 // and the table keeps at least two slots an entry (the power of two at or
-// above twice the entries), so 32 to 64 bytes.
+// above twice the entries, and at least minShardSlots), so 32 to 64
+// bytes for any but the smallest caches.
 const ReplayEntryBytes = 2 * int(unsafe.Sizeof(replaySlot{}))
 
 // LocalReplayCache is a fixed-size replay cache in memory. It remembers
@@ -117,6 +118,18 @@ func NewReplayCache(maxEntries int, now func() time.Time) *LocalReplayCache {
 }
 
 func newReplayCache(maxEntries int, now func() time.Time, seed maphash.Seed) *LocalReplayCache {
+	return newReplayTable(maxEntries, now, seed, minShardSlots)
+}
+
+// minShardSlots is the smallest table a shard gets. With only a few
+// buckets, an entry's two often coincide and every cuckoo move lands in a
+// full one, so a small cache would refuse before it holds its entries; 64
+// buckets make that as unlikely as in a large table, for 4 KiB.
+const minShardSlots = 64 * bucketSlots
+
+// newReplayTable is newReplayCache with the smallest shard table given:
+// tests crowd tiny tables to exercise the moves between buckets.
+func newReplayTable(maxEntries int, now func() time.Time, seed maphash.Seed, minSlots int) *LocalReplayCache {
 	if maxEntries <= 0 {
 		maxEntries = DefaultReplayEntries
 	}
@@ -139,7 +152,7 @@ func newReplayCache(maxEntries int, now func() time.Time, seed maphash.Seed) *Lo
 		limit += int(math.Ceil(5 * math.Sqrt(float64(limit))))
 	}
 	c := &LocalReplayCache{seed: seed, now: now, entries: maxEntries, shardBits: shardBits, shards: make([]replayShard, shards)}
-	perShard := max(slots>>shardBits, 4*bucketSlots)
+	perShard := max(slots>>shardBits, minSlots)
 	for i := range c.shards {
 		c.shards[i].slots = alignedSlots(perShard)
 		c.shards[i].mask = uint64(perShard/bucketSlots - 1)

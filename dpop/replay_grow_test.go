@@ -2,6 +2,7 @@ package dpop
 
 import (
 	"errors"
+	"hash/maphash"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
@@ -235,6 +236,7 @@ func TestReplayCacheModel(t *testing.T) {
 			}
 			c := NewReplayCache(entries, fixedNow)
 			if crowded {
+				c = newReplayTable(entries, fixedNow, maphash.MakeSeed(), 4*bucketSlots)
 				// No limit but the table's slots: buckets fill, and
 				// entries move one and two steps to make room.
 				for i := range c.shards {
