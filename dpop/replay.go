@@ -128,7 +128,8 @@ func newReplayCache(maxEntries int, now func() time.Time, seed maphash.Seed) *Lo
 const minShardSlots = 64 * bucketSlots
 
 // newReplayTable is newReplayCache with the smallest shard table given:
-// tests crowd tiny tables to exercise the moves between buckets.
+// tests crowd tiny tables to exercise the moves between buckets. minSlots
+// must be a power of two of at least bucketSlots, as the mask assumes.
 func newReplayTable(maxEntries int, now func() time.Time, seed maphash.Seed, minSlots int) *LocalReplayCache {
 	if maxEntries <= 0 {
 		maxEntries = DefaultReplayEntries

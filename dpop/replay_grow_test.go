@@ -234,8 +234,10 @@ func TestReplayCacheModel(t *testing.T) {
 			if crowded {
 				entries = -entries
 			}
-			c := NewReplayCache(entries, fixedNow)
-			if crowded {
+			var c *LocalReplayCache
+			if !crowded {
+				c = NewReplayCache(entries, fixedNow)
+			} else {
 				c = newReplayTable(entries, fixedNow, maphash.MakeSeed(), 4*bucketSlots)
 				// No limit but the table's slots: buckets fill, and
 				// entries move one and two steps to make room.
