@@ -55,6 +55,17 @@ func newBenchProofKey(b *testing.B, alg jose.SignatureAlgorithm) benchProofKey {
 	return k
 }
 
+// tokens are what the DPoP benchmarks send: tok, bound to k, as auth
+// (Authorization: DPoP), and bearer, a token of the same claims unbound,
+// as Authorization: Bearer.
+func (k benchProofKey) tokens(b *testing.B) (tok, auth, bearer string) {
+	tok = sign(b, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "j", "email": "a@example.com",
+		"roles": []string{"a", "b"}, "cnf": map[string]any{"jkt": k.jkt}})
+	bearer = "Bearer " + sign(b, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "j", "email": "a@example.com",
+		"roles": []string{"a", "b"}})
+	return tok, "DPoP " + tok, bearer
+}
+
 // benchProof is a proof, and what checking its signature alone takes.
 type benchProof struct {
 	compact      string
@@ -179,11 +190,7 @@ func BenchmarkServeHTTPDPoP(b *testing.B) {
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
 	for _, alg := range []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA} {
 		key := newBenchProofKey(b, alg)
-		tok := sign(b, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "j", "email": "a@example.com",
-			"roles": []string{"a", "b"}, "cnf": map[string]any{"jkt": key.jkt}})
-		bearer := "Bearer " + sign(b, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "j", "email": "a@example.com",
-			"roles": []string{"a", "b"}})
-		auth := "DPoP " + tok
+		tok, auth, bearer := key.tokens(b)
 		b.Run(string(alg), func(b *testing.B) {
 			freshProcessReplay(b)
 			h := newHandler(b, benchDPoPBlock)

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -31,11 +30,7 @@ func BenchmarkServeHTTPDPoPBeyondSignature(b *testing.B) {
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
 	for _, alg := range []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA} {
 		key := newBenchProofKey(b, alg)
-		tok := sign(b, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "j", "email": "a@example.com",
-			"roles": []string{"a", "b"}, "cnf": map[string]any{"jkt": key.jkt}})
-		bearer := "Bearer " + sign(b, jwt.MapClaims{"sub": "alice", "iss": "https://idp", "jti": "j", "email": "a@example.com",
-			"roles": []string{"a", "b"}})
-		auth := "DPoP " + tok
+		tok, auth, bearer := key.tokens(b)
 		req := dpop.Request{Method: "GET", Scheme: "https", Host: u.Host, Path: u.EscapedPath(), AccessToken: tok, JKT: key.jkt}
 		b.Run(string(alg), func(b *testing.B) {
 			freshProcessReplay(b)

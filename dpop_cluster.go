@@ -17,11 +17,16 @@ type sharedOnce interface {
 	SharedSecret(name string, n int) ([]byte, error)
 }
 
-func (h *Handler) clusterShared() sharedOnce {
-	if h.app == nil {
+// clusterShared is appShared of the handler's own app.
+func (h *Handler) clusterShared() sharedOnce { return appShared(h.app) }
+
+// appShared is what app's cluster engine offers DPoP, nil without an app
+// or a cluster.
+func appShared(app *App) sharedOnce {
+	if app == nil {
 		return nil
 	}
-	s, _ := h.app.engine().(sharedOnce)
+	s, _ := app.engine().(sharedOnce)
 	return s
 }
 
@@ -51,12 +56,7 @@ func (l *clusterLink) shared() sharedOnce {
 	if n := l.calls.Add(1); n&(n-1) == 0 && n <= 512 || n%1024 == 0 || l.app.Load() == nil {
 		l.app.Store(currentApp())
 	}
-	app := l.app.Load()
-	if app == nil {
-		return nil
-	}
-	s, _ := app.engine().(sharedOnce)
-	return s
+	return appShared(l.app.Load())
 }
 
 // clusterReplay spends a proof's jti on this node, then, with a cluster,

@@ -11,9 +11,9 @@ import (
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
-// clusterHandler is a dpop handler of a node whose store replicates
-// through rds, as App.open wires it.
-func clusterHandler(t *testing.T, rds *redistest.Server, node string) *Handler {
+// clusterStore opens a node's store replicating through rds, as App.open
+// wires it, closed when the test ends.
+func clusterStore(t *testing.T, rds *redistest.Server, node string) (*cluster.Redis, *revocation.Store) {
 	t.Helper()
 	eng, err := cluster.NewRedis(cluster.Options{URLs: []string{rds.URL()}, Node: node})
 	if err != nil {
@@ -27,6 +27,14 @@ func clusterHandler(t *testing.T, rds *redistest.Server, node string) *Handler {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close(); s.Close() })
+	return eng, s
+}
+
+// clusterHandler is a dpop handler of a node whose store replicates
+// through rds.
+func clusterHandler(t *testing.T, rds *redistest.Server, node string) *Handler {
+	t.Helper()
+	eng, s := clusterStore(t, rds, node)
 	h := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop {\n  nonce\n }\n}", s)
 	h.app.hold.opened.Store(&openStore{Store: s, engine: eng})
 	// Each node is its own process: its own local replay cache and nonce

@@ -8,9 +8,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/jwtguard/caddy-jwtguard/cluster"
 	"github.com/jwtguard/caddy-jwtguard/internal/redistest"
-	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
 // freshProcessReplay gives the test or benchmark a process replay cache
@@ -106,19 +104,7 @@ func TestDPoPReplayCacheJSON(t *testing.T) {
 // `detect` has no app of its own, and still spends proofs across the
 // cluster, through the running config's app.
 func TestDPoPClusterWithoutApp(t *testing.T) {
-	rds := redistest.Start(t, false)
-	eng, err := cluster.NewRedis(cluster.Options{URLs: []string{rds.URL()}, Node: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := revocation.Open(t.TempDir(), revocation.Options{Journal: eng})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(s); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close(); s.Close() })
+	eng, s := clusterStore(t, redistest.Start(t, false), "a")
 	// The app of the running config, as App.Start registers it.
 	app := testApp(s)
 	app.hold.opened.Store(&openStore{Store: s, engine: eng})

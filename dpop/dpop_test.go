@@ -220,6 +220,16 @@ func TestAttacks(t *testing.T) {
 		{name: "line break in a segment", proof: func(t *testing.T) string {
 			return strings.Replace(joseProof(t, jose.ES256, k.ec256, claims()), ".", "\n.", 1)
 		}, want: badProof, why: errSegments},
+		// A cached header is not looked at for line breaks again: the
+		// other segments still are (the /warm runs).
+		{name: "line break in the claims", proof: func(t *testing.T) string {
+			p := joseProof(t, jose.ES256, k.ec256, claims())
+			i := strings.LastIndexByte(p, '.')
+			return p[:i] + "\n" + p[i:]
+		}, want: badProof, why: errSegments},
+		{name: "carriage return in the signature", proof: func(t *testing.T) string {
+			return joseProof(t, jose.ES256, k.ec256, claims()) + "\r"
+		}, want: badProof, why: errSegments},
 		{name: "duplicate htu", proof: edit(`"htu":`, `"htu":"https://api.example.com/orders/42","htu":`), want: badProof, why: errPayloadJSON},
 		{name: "duplicate htu escaped", proof: edit(`"htu":`, `"htu":"https://api.example.com/orders/42","\u0068tu":`), want: badProof, why: errPayloadJSON},
 		{name: "duplicate typ", proof: raw("ES256", k.ec256, `{"typ":"dpop+jwt","typ":"JWT","alg":"ES256","jwk":`+ecJWK+`}`, claims()), want: badProof, why: errHeaderJSON},

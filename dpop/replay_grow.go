@@ -3,6 +3,7 @@ package dpop
 import (
 	"hash/maphash"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,7 +106,7 @@ func (g *GrowingReplayCache) SeenAt(jti string, until, now int64) (bool, error) 
 	n := 0
 	for {
 		for _, o := range t.old {
-			if now <= o.until.Load() && !contains(mine[:n], o.cache) && o.cache.has(h, now) {
+			if now <= o.until.Load() && !slices.Contains(mine[:n], o.cache) && o.cache.has(h, now) {
 				return false, nil
 			}
 		}
@@ -133,15 +134,6 @@ func (g *GrowingReplayCache) SeenAt(jti string, until, now int64) (bool, error) 
 		n++
 		t = next
 	}
-}
-
-func contains(s []*LocalReplayCache, c *LocalReplayCache) bool {
-	for _, x := range s {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 // retire drops the replaced tables once every entry they held has
