@@ -98,7 +98,7 @@ func (r *Redis) Channel(name string, o ChannelOptions) (Channel, error) {
 	if o.Queue <= 0 {
 		o.Queue = DefaultChannelQueue
 	}
-	c := &channel{r: r, name: name, key: "{" + r.opts.Prefix + "}:" + name, opts: o, wake: make(chan struct{}, 1)}
+	c := &channel{r: r, name: name, key: r.key(name), opts: o, wake: make(chan struct{}, 1)}
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); c.sendLoop(r.ctx) }()
 	return c, nil

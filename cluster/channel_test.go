@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -122,7 +121,7 @@ func TestChannelSendWhileRedisIsAway(t *testing.T) {
 	ca.Send([]byte("before"))
 	inb.wait(t, 1, "[a:before]")
 
-	srv.Signal(syscall.SIGSTOP) // answers nothing: sends must not wait
+	srv.Pause() // answers nothing: sends must not wait
 	start := time.Now()
 	for i := range 3 {
 		ca.Send(fmt.Appendf(nil, "p%d", i))
@@ -131,7 +130,7 @@ func TestChannelSendWhileRedisIsAway(t *testing.T) {
 		t.Errorf("3 sends with Redis paused took %v", d)
 	}
 	time.Sleep(300 * time.Millisecond)
-	srv.Signal(syscall.SIGCONT)
+	srv.Resume()
 	inb.wait(t, 4, "[a:before a:p0 a:p1 a:p2]")
 
 	// Down, then back empty: B's position is past the stream's end.

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jwtguard/caddy-jwtguard/revocation"
-
 	"github.com/jwtguard/caddy-jwtguard/internal/redistest"
+	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
 // everyKind is one entry of each kind, and a token each one refuses.
@@ -252,7 +250,7 @@ func TestRedisPaused(t *testing.T) {
 	a := newNode(t, srv, "a", nil)
 	b := newNode(t, srv, "b", nil)
 
-	srv.Signal(syscall.SIGSTOP)
+	srv.Pause()
 	var ids []string
 	var slowest time.Duration
 	for i := range 10 {
@@ -274,7 +272,7 @@ func TestRedisPaused(t *testing.T) {
 	if b.has(ids[0]) {
 		t.Fatal("B got a change through a paused Redis")
 	}
-	srv.Signal(syscall.SIGCONT)
+	srv.Resume()
 	waitFor(t, 10*time.Second, "the writes to reach B after SIGCONT", func() bool {
 		for _, id := range ids {
 			if !b.has(id) {

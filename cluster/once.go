@@ -20,7 +20,7 @@ func (r *Redis) SeenOnce(key string, until time.Time) (bool, error) {
 		ttl = time.Millisecond
 	}
 	sum := sha256.Sum256([]byte(key))
-	k := "{" + r.opts.Prefix + "}:once:" + base64.RawURLEncoding.EncodeToString(sum[:18])
+	k := r.key("once:" + base64.RawURLEncoding.EncodeToString(sum[:18]))
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
 	defer cancel()
 	first, err := r.client.SetNX(ctx, k, "1", ttl).Result()
@@ -34,7 +34,7 @@ func (r *Redis) SeenOnce(key string, until time.Time) (bool, error) {
 // on every node: the first node to ask makes them (SET NX). For the DPoP
 // nonce key, so that a nonce one node issues is good on all.
 func (r *Redis) SharedSecret(name string, n int) ([]byte, error) {
-	k := "{" + r.opts.Prefix + "}:secret:" + name
+	k := r.key("secret:" + name)
 	fresh := make([]byte, n)
 	if _, err := rand.Read(fresh); err != nil {
 		return nil, err

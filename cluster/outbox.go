@@ -234,8 +234,6 @@ func (r *Redis) nextBatch() ([]outboxRec, error) {
 	return recs, nil
 }
 
-// publishOne runs the script for one record and returns where the change
-// is in the log, or at most is (see ownRecord).
 // pipelinePublish is off only in the benchmark that measures what the
 // pipeline gains.
 var pipelinePublish = true
@@ -260,11 +258,8 @@ func (r *Redis) publishBatch(ctx context.Context, epoch string, recs []outboxRec
 	}
 	argsOf := make([][]any, len(recs))
 	for i, rec := range recs {
-		op := "put"
-		if rec.change.Delete {
-			op = "del"
-		}
-		args, err := r.scriptArgs(epoch, op, strconv.FormatUint(rec.p, 10), strconv.FormatUint(rec.seq, 10), &rec.change.Entry, rec.raw)
+		op, p, seq := rec.scriptFields()
+		args, err := r.scriptArgs(epoch, op, p, seq, &rec.change.Entry, rec.raw)
 		if err != nil {
 			return nil, err
 		}
@@ -307,16 +302,25 @@ func (r *Redis) publishBatch(ctx context.Context, epoch string, recs []outboxRec
 	return bounds, nil
 }
 
+// publishOne runs the script for one record and returns where the change
+// is in the log, or at most is (see ownRecord).
 func (r *Redis) publishOne(ctx context.Context, epoch string, rec outboxRec) (streamID, error) {
-	op := "put"
-	if rec.change.Delete {
-		op = "del"
-	}
-	res, err := r.runScript(ctx, epoch, op, strconv.FormatUint(rec.p, 10), strconv.FormatUint(rec.seq, 10), &rec.change.Entry, rec.raw)
+	op, p, seq := rec.scriptFields()
+	res, err := r.runScript(ctx, epoch, op, p, seq, &rec.change.Entry, rec.raw)
 	if err != nil {
 		return streamID{}, err
 	}
 	return res.id, nil
+}
+
+// scriptFields are the record's op, publish number and seq, as the
+// script takes them.
+func (rec *outboxRec) scriptFields() (op, p, seq string) {
+	op = "put"
+	if rec.change.Delete {
+		op = "del"
+	}
+	return op, strconv.FormatUint(rec.p, 10), strconv.FormatUint(rec.seq, 10)
 }
 
 type scriptResult struct {

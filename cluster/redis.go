@@ -165,12 +165,15 @@ func NewRedis(o Options) (*Redis, error) {
 		synced:     make(chan struct{}),
 		pruneAfter: pruneAfter,
 	}
-	tag := "{" + o.Prefix + "}"
 	for _, s := range keySuffixes {
-		r.keys = append(r.keys, tag+s)
+		r.keys = append(r.keys, r.key(s[1:]))
 	}
 	return r, nil
 }
+
+// key is the Redis key name under the cluster's hash tag: {prefix}:name,
+// so that every key of a prefix is in one Redis Cluster slot.
+func (r *Redis) key(name string) string { return "{" + r.opts.Prefix + "}:" + name }
 
 // universalOptions turns one URL (a server) or several (Redis Cluster
 // nodes, which must agree on credentials and TLS) into client options. URLs

@@ -282,11 +282,10 @@ func StartSentinel(t *testing.T, srv *Server) string {
 
 // Pause stops the process (SIGSTOP): connections stay open and nothing
 // answers, like a server that hangs. Resume continues it.
-func (s *Server) Pause()  { s.Signal(syscall.SIGSTOP) }
-func (s *Server) Resume() { s.Signal(syscall.SIGCONT) }
+func (s *Server) Pause()  { s.signal(syscall.SIGSTOP) }
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
 
-// Signal sends sig to the process.
-func (s *Server) Signal(sig syscall.Signal) {
+func (s *Server) signal(sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
