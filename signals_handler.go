@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/jwtguard/caddy-jwtguard/internal/wait"
 	"github.com/jwtguard/caddy-jwtguard/jwks"
 	"github.com/jwtguard/caddy-jwtguard/signals"
 )
@@ -124,7 +125,6 @@ func (s *Signals) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	secret := resolveCredential
 	cfg := signals.Config{
 		Audiences:     s.Audiences,
 		TokenLifetime: time.Duration(s.TokenLifetime),
@@ -135,7 +135,7 @@ func (s *Signals) Provision(ctx caddy.Context) error {
 	}
 	polls := make([]signals.PollOptions, 0, len(s.Transmitters))
 	for _, t := range s.Transmitters {
-		auth, err := secret("transmitter "+t.Issuer+": authorization", t.Authorization)
+		auth, err := resolveCredential("transmitter "+t.Issuer+": authorization", t.Authorization)
 		if err != nil {
 			return err
 		}
@@ -145,7 +145,7 @@ func (s *Signals) Provision(ctx caddy.Context) error {
 		}
 		cfg.Transmitters = append(cfg.Transmitters, signals.Transmitter{Issuer: t.Issuer, Authorization: auth, Keys: keys})
 		if t.Poll != "" {
-			pollAuth, err := secret("transmitter "+t.Issuer+": poll_authorization", t.PollAuthorization)
+			pollAuth, err := resolveCredential("transmitter "+t.Issuer+": poll_authorization", t.PollAuthorization)
 			if err != nil {
 				return err
 			}
@@ -246,8 +246,6 @@ func (s *Signals) keySet(opts jwks.Options) (*jwks.Set, error) {
 // waitForApp waits until the app has started: Caddy provisions a config
 // before starting it, and `caddy validate` provisions one it never starts.
 func waitForApp(ctx context.Context, a *App) bool {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
 	for {
 		running.Lock()
 		started := slices.Contains(running.apps, a)
@@ -255,10 +253,8 @@ func waitForApp(ctx context.Context, a *App) bool {
 		if started {
 			return true
 		}
-		select {
-		case <-ctx.Done():
+		if !wait.Sleep(ctx, 20*time.Millisecond) {
 			return false
-		case <-t.C:
 		}
 	}
 }

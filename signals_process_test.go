@@ -176,6 +176,18 @@ func (s procSite) waitAccepted(t *testing.T, what, token, sub string) {
 	}
 }
 
+// unrevoke deletes a revocation through the admin API, as an
+// administrator would.
+func (s procSite) unrevoke(t *testing.T, id string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, s.adminURL+"/jwtguard/revocations/"+id, nil)
+	resp, err := procClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE: %v %v", err, resp)
+	}
+	resp.Body.Close()
+}
+
 // TestSignalsCrashDurability pushes a SET or a logout token, kills Caddy
 // with SIGKILL the moment the 202 (or 200) is in, restarts it on the same
 // store, and checks that the token is still refused; over the kinds of
@@ -259,12 +271,7 @@ func TestSignalsCrashDurability(t *testing.T) {
 	}
 	// An entry an administrator deleted stays deleted when its signal is
 	// replayed.
-	req, _ := http.NewRequest(http.MethodDelete, site.adminURL+"/jwtguard/revocations/"+entries[0].ID, nil)
-	resp, err := procClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("DELETE: %v %v", err, resp)
-	}
-	resp.Body.Close()
+	site.unrevoke(t, entries[0].ID)
 	refused[0].signal()
 	site.wantAccepted(t, refused[0].what+", deleted and replayed", refused[0].token, "crash-user-0")
 	site.wantAccepted(t, "a bystander", idp.accessToken(t, "bystander", nil), "bystander")
@@ -328,12 +335,7 @@ func TestSignalsPollCrash(t *testing.T) {
 	if len(entries) != 1 || entries[0].Subject != "pat" {
 		t.Fatalf("revocations %+v", entries)
 	}
-	req, _ := http.NewRequest(http.MethodDelete, site.adminURL+"/jwtguard/revocations/"+entries[0].ID, nil)
-	resp, err := procClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("DELETE: %v %v", err, resp)
-	}
-	resp.Body.Close()
+	site.unrevoke(t, entries[0].ID)
 	close(release)
 
 	deadline := time.Now().Add(30 * time.Second)

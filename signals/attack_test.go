@@ -2,10 +2,19 @@ package signals
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,5 +134,74 @@ func TestMemoryKeys(t *testing.T) {
 			t.Fatalf("%q and %q share a key", prev, c)
 		}
 		seen[k] = fmt.Sprint(c)
+	}
+}
+
+// TestEmbeddedKeysIgnored: keys come only from configuration (SPEC,
+// "Verification rules": jku, x5u, jwk and x5c are ignored). A SET or
+// logout token signed with an attacker's key, which its header carries
+// (jwk, x5c) or points to (jku, x5u), is refused and stores nothing, and
+// nothing is fetched from the URLs it names; the transmitter's own token
+// with the same header is taken.
+func TestEmbeddedKeysIgnored(t *testing.T) {
+	p := newIdP(t)
+	f := withIdP(t, p, "")
+	attacker, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetched atomic.Int64
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetched.Add(1)
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf("evil", &attacker.PublicKey)}})
+	}))
+	defer evil.Close()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: p.iss()},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &attacker.PublicKey, attacker)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	headers := map[string]any{
+		"jwk": jwkOf("evil", &attacker.PublicKey),
+		"jku": evil.URL + "/jwks",
+		"x5u": evil.URL + "/cert.pem",
+		"x5c": []string{base64.StdEncoding.EncodeToString(der)},
+	}
+	n := 0
+	for name, value := range headers {
+		for _, kid := range []string{"evil", p.kid} {
+			n++
+			now := time.Now().Unix()
+			set := signWith(t, jwt.SigningMethodES256, attacker, kid, map[string]any{"typ": "secevent+jwt", name: value},
+				setClaims(p, fmt.Sprintf("emb-set-%d", n)))
+			wantErr(t, f.push(t, set), ErrInvalidKey)
+			logout := signWith(t, jwt.SigningMethodES256, attacker, kid, map[string]any{"typ": "logout+jwt", name: value},
+				jwt.MapClaims{"iss": p.iss(), "aud": audience, "iat": now, "exp": now + 120, "jti": fmt.Sprintf("emb-lo-%d", n), "sid": "s1",
+					"events": map[string]any{EventBackchannelLogout: map[string]any{}}})
+			if w := f.logout(t, logout); w.Code != http.StatusBadRequest {
+				t.Fatalf("a logout token with %s, kid %s, signed by the attacker: %d %s", name, kid, w.Code, w.Body)
+			}
+		}
+	}
+	if got := f.entries(t); len(got) != 0 {
+		t.Fatalf("stored %+v", got)
+	}
+	if f.memories(t) != 0 {
+		t.Fatal("remembered a refused token")
+	}
+	if k := fetched.Load(); k != 0 {
+		t.Fatalf("fetched %d times from a URL a token named", k)
+	}
+
+	// The header is ignored, not refused: the transmitter's own SET
+	// carrying it is applied.
+	for name, value := range headers {
+		n++
+		set := p.sign(t, map[string]any{"typ": "secevent+jwt", name: value}, setClaims(p, fmt.Sprintf("emb-own-%d", n)))
+		if w := f.push(t, set); w.Code != http.StatusAccepted {
+			t.Fatalf("the transmitter's SET with %s: %d %s", name, w.Code, w.Body)
+		}
 	}
 }

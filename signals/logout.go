@@ -19,11 +19,12 @@ func (r *Receiver) receiveLogout(raw string) *outcome {
 		o.labels = labels
 		return o
 	}
-	fail := func(desc string) *outcome {
-		o := refuse(ErrInvalidRequest, desc)
+	// named gives a refusal what the token claimed, to count and log it by.
+	named := func(o *outcome) *outcome {
 		o.labels, o.iss, o.jti = labels, clip(t.Issuer), clip(t.JTI)
 		return o
 	}
+	fail := func(desc string) *outcome { return named(refuse(ErrInvalidRequest, desc)) }
 	// A SET is not a logout token, though it may carry the same event.
 	if t.Type != "" && !isType(t.Type, "logout+jwt") {
 		return fail("typ is not logout+jwt")
@@ -36,9 +37,7 @@ func (r *Receiver) receiveLogout(raw string) *outcome {
 	if err != nil {
 		var ve *verifier.Error
 		if errors.As(err, &ve) && ve.Code == verifier.CodeKeysUnavailable {
-			o := unavailable(ResultKeysUnavailable, "the provider's keys have not been loaded yet")
-			o.labels, o.iss, o.jti = labels, clip(t.Issuer), clip(t.JTI)
-			return o
+			return named(unavailable(ResultKeysUnavailable, "the provider's keys have not been loaded yet"))
 		}
 		return fail(reasonOf(err))
 	}

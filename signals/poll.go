@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	waitpkg "github.com/jwtguard/caddy-jwtguard/internal/wait"
+	"github.com/jwtguard/caddy-jwtguard/jwks"
 )
 
 // Poll delivery (RFC 8936) defaults and limits.
@@ -95,8 +95,8 @@ func (r *Receiver) NewPoller(opts PollOptions) (*Poller, error) {
 	if _, ok := r.transmitters[opts.Issuer]; !ok {
 		return nil, fmt.Errorf("signals: poll: %s is not a configured transmitter", opts.Issuer)
 	}
-	u, err := url.Parse(opts.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	u, err := jwks.CheckURL(opts.URL)
+	if err != nil {
 		return nil, fmt.Errorf("signals: poll: %q is not an absolute http or https URL", opts.URL)
 	}
 	switch {

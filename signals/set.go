@@ -130,11 +130,12 @@ func (r *Receiver) receiveSET(raw string, d delivery) *outcome {
 		return refuse(ErrInvalidRequest, "not a SET: "+reasonOf(err))
 	}
 	labels := labelsOf(raw)
-	fail := func(code, desc string) *outcome {
-		o := refuse(code, desc)
+	// named gives a refusal what the token claimed, to count and log it by.
+	named := func(o *outcome) *outcome {
 		o.labels, o.iss, o.jti = labels, clip(t.Issuer), clip(t.JTI)
 		return o
 	}
+	fail := func(code, desc string) *outcome { return named(refuse(code, desc)) }
 	if !isType(t.Type, "secevent+jwt") {
 		return fail(ErrInvalidRequest, "typ is not secevent+jwt")
 	}
@@ -152,9 +153,7 @@ func (r *Receiver) receiveSET(raw string, d delivery) *outcome {
 	}
 	tok, err := tr.v.Verify(raw)
 	if err != nil {
-		o := fromVerifier(err)
-		o.labels, o.iss, o.jti = labels, clip(t.Issuer), clip(t.JTI)
-		return o
+		return named(fromVerifier(err))
 	}
 	claims, err := claimsOf(raw)
 	if err != nil { // the verifier read the same bytes
