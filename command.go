@@ -19,17 +19,20 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "jwtguard",
-		Usage: "<revoke|list|unrevoke|sign> [flags]",
+		Usage: "<revoke|list|unrevoke|usage|events|cluster|sign> [flags]",
 		Short: "Manages jwtguard's revocation list and signs test tokens",
 		Long: `
 Commands for jwtguard, the JWT guard for Caddy.
 
-  revoke    revokes a token, a token id, a subject or a signing key
+  revoke    revokes a token, a token id, a subject, a signing key or a session
   list      lists revocations
   unrevoke  removes a revocation
+  usage     shows where and how a token or subject was used
+  events    lists what the detectors found
+  cluster   shows the state of the cluster link
   sign      prints an HS256 token, for trying a guard out locally
 
-revoke, list and unrevoke talk to a running Caddy's admin API at --address
+All but sign talk to a running Caddy's admin API at --address
 (default: ` + caddy.DefaultAdminListen + `).`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(revokeCommand(), listCommand(), unrevokeCommand(), signCommand(), usageCommand(), eventsCommand(), clusterCommand())
