@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -303,11 +304,7 @@ func (h *Handler) buildKeySets() ([]verifier.KeySet, []string, error) {
 		if err != nil {
 			return fmt.Errorf("%s: %v", what, err)
 		}
-		keySetsMu.Lock()
-		key := opts.URL + "|" + opts.Issuer + "|" + opts.KeyIssuer
-		set.Seed(liveKeySets[key])
-		liveKeySets[key] = set
-		keySetsMu.Unlock()
+		takeOverKeySet(opts.URL+"|"+opts.Issuer+"|"+opts.KeyIssuer, set)
 		h.keySets = append(h.keySets, set)
 		out = append(out, set)
 		return nil
@@ -332,19 +329,32 @@ var (
 	liveKeySets = map[string]*jwks.Set{}
 )
 
-// Cleanup forgets this handler's key sets unless a newer config took them
-// over (Caddy provisions the new config before cleaning up the old).
-func (h *Handler) Cleanup() error {
-	h.cleanupDetect()
+// takeOverKeySet seeds set with the keys of the previous config's set for
+// the same source, so that a reload while the provider is down costs
+// nothing, and makes it the one the next config's is seeded from.
+func takeOverKeySet(source string, set *jwks.Set) {
+	keySetsMu.Lock()
+	defer keySetsMu.Unlock()
+	set.Seed(liveKeySets[source])
+	liveKeySets[source] = set
+}
+
+// forgetKeySets drops sets from liveKeySets unless a newer config took
+// them over (Caddy provisions the new config before cleaning up the old).
+func forgetKeySets(sets []*jwks.Set) {
 	keySetsMu.Lock()
 	defer keySetsMu.Unlock()
 	for k, set := range liveKeySets {
-		for _, mine := range h.keySets {
-			if set == mine {
-				delete(liveKeySets, k)
-			}
+		if slices.Contains(sets, set) {
+			delete(liveKeySets, k)
 		}
 	}
+}
+
+// Cleanup forgets this handler's key sets.
+func (h *Handler) Cleanup() error {
+	h.cleanupDetect()
+	forgetKeySets(h.keySets)
 	return nil
 }
 

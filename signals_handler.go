@@ -234,11 +234,7 @@ func (s *Signals) keySet(opts jwks.Options) (*jwks.Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jwtguard_signals: %v", err)
 	}
-	key := opts.WellKnown + "|" + opts.Issuer + "|" + opts.Issuer
-	keySetsMu.Lock()
-	set.Seed(liveKeySets[key])
-	liveKeySets[key] = set
-	keySetsMu.Unlock()
+	takeOverKeySet(opts.WellKnown+"|"+opts.Issuer+"|"+opts.Issuer, set)
 	s.keySets = append(s.keySets, set)
 	return set, nil
 }
@@ -342,13 +338,7 @@ func (s *Signals) Cleanup() error {
 			s.logger.Warn("signal poll loops still running after cleanup")
 		}
 	}
-	keySetsMu.Lock()
-	defer keySetsMu.Unlock()
-	for k, set := range liveKeySets {
-		if slices.Contains(s.keySets, set) {
-			delete(liveKeySets, k)
-		}
-	}
+	forgetKeySets(s.keySets)
 	return nil
 }
 
