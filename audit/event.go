@@ -12,10 +12,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
+
+	"github.com/jwtguard/caddy-jwtguard/internal/utf8clip"
 )
 
 // Event is one firing of a detection rule, as the admin API and webhooks
@@ -52,16 +53,7 @@ const maxUserAgent = 256
 
 // ClipUserAgent cuts ua to maxUserAgent bytes at a rune boundary. It
 // returns a substring: no allocation.
-func ClipUserAgent(ua string) string {
-	if len(ua) <= maxUserAgent {
-		return ua
-	}
-	n := maxUserAgent
-	for n > 0 && !utf8.RuneStart(ua[n]) {
-		n--
-	}
-	return ua[:n]
-}
+func ClipUserAgent(ua string) string { return utf8clip.Clip(ua, maxUserAgent) }
 
 // Record stores ev, assigning ID and Time when they are zero, and returns
 // it as stored (User-Agent clipped to 256 bytes). With durable, the event

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jwtguard/caddy-jwtguard/internal/utf8clip"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
@@ -303,5 +304,5 @@ func (r *Receiver) finishEntries(iss, typ string, at time.Time, es ...revocation
 
 // reason is an entry's reason, within the list's limit.
 func reason(label, iss string) string {
-	return truncate("signal "+label+" from "+iss, maxReason)
+	return utf8clip.Clip("signal "+label+" from "+iss, maxReason)
 }

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/jwtguard/caddy-jwtguard/internal/utf8clip"
 	waitpkg "github.com/jwtguard/caddy-jwtguard/internal/wait"
 	"github.com/jwtguard/caddy-jwtguard/jwks"
 )
@@ -285,7 +286,7 @@ func (p *Poller) refused(key, code, desc string) {
 	if p.errs == nil {
 		p.errs = map[string]setErr{}
 	}
-	p.errs[key] = setErr{Err: code, Description: truncate(desc, 256)}
+	p.errs[key] = setErr{Err: code, Description: utf8clip.Clip(desc, 256)}
 }
 
 func (p *Poller) pendingErrs() map[string]setErr {

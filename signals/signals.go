@@ -27,10 +27,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
+	"github.com/jwtguard/caddy-jwtguard/internal/utf8clip"
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 	"github.com/jwtguard/caddy-jwtguard/verifier"
 )
@@ -411,18 +411,7 @@ func clip(s string) string {
 	if len(s) <= n {
 		return s
 	}
-	return truncate(s, n) + "..."
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
+	return utf8clip.Clip(s, n) + "..."
 }
 
 // receiveLogoutForm reads the form of a back-channel logout request.
