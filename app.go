@@ -73,9 +73,10 @@ type App struct {
 	// Default: none, this node alone.
 	Cluster *Cluster `json:"cluster,omitempty"`
 
-	dir    string
-	logger *zap.Logger
-	hold   *hold
+	dir     string
+	logger  *zap.Logger
+	hold    *hold
+	started chan struct{} // closed by markRunning; under running's lock
 }
 
 // hold is this config's claim on a store in the pool.
@@ -137,10 +138,34 @@ func (a *App) Start() error {
 		}
 		a.hold.mu.Unlock()
 	}
-	running.Lock()
-	running.apps = append(running.apps, a)
-	running.Unlock()
+	a.markRunning()
 	return nil
+}
+
+// markRunning makes a the current app and wakes what waits for it to start.
+func (a *App) markRunning() {
+	running.Lock()
+	defer running.Unlock()
+	running.apps = append(running.apps, a)
+	if a.started == nil {
+		a.started = make(chan struct{})
+	}
+	select {
+	case <-a.started: // started before: Caddy does not, but a test may
+	default:
+		close(a.started)
+	}
+}
+
+// whenStarted is closed once a has started; `caddy validate` provisions
+// apps it never starts.
+func (a *App) whenStarted() <-chan struct{} {
+	running.Lock()
+	defer running.Unlock()
+	if a.started == nil {
+		a.started = make(chan struct{})
+	}
+	return a.started
 }
 
 // Stop hands the admin API over to the config that is running now (the

@@ -18,7 +18,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/jwtguard/caddy-jwtguard/internal/wait"
 	"github.com/jwtguard/caddy-jwtguard/jwks"
 	"github.com/jwtguard/caddy-jwtguard/signals"
 )
@@ -242,16 +241,11 @@ func (s *Signals) keySet(opts jwks.Options) (*jwks.Set, error) {
 // waitForApp waits until the app has started: Caddy provisions a config
 // before starting it, and `caddy validate` provisions one it never starts.
 func waitForApp(ctx context.Context, a *App) bool {
-	for {
-		running.Lock()
-		started := slices.Contains(running.apps, a)
-		running.Unlock()
-		if started {
-			return true
-		}
-		if !wait.Sleep(ctx, 20*time.Millisecond) {
-			return false
-		}
+	select {
+	case <-a.whenStarted():
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -30,9 +30,7 @@ func TestWaitForApp(t *testing.T) {
 		t.Fatal("went on before the app started")
 	case <-time.After(50 * time.Millisecond):
 	}
-	running.Lock()
-	running.apps = append(running.apps, a)
-	running.Unlock()
+	a.markRunning()
 	defer func() {
 		running.Lock()
 		running.apps = slices.DeleteFunc(running.apps, func(x *App) bool { return x == a })
