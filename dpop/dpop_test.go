@@ -152,6 +152,11 @@ func TestAttacks(t *testing.T) {
 		// htm
 		{name: "another method", proof: es(claims("htm", "POST")), want: badProof, why: errMethod},
 		{name: "method case", proof: es(claims("htm", "get")), want: badProof, why: errMethod},
+		// A proof without htm (or htu) binds to no request: refused as a
+		// missing claim (RFC 9449 §4.2 requires both), not compared as "".
+		{name: "no htm", proof: es(claims("htm", nil)), want: badProof, why: errClaims},
+		{name: "htm not a string", proof: es(claims("htm", []string{"GET"})), want: badProof, why: errClaims},
+		{name: "empty htm", proof: es(claims("htm", "")), want: badProof, why: errMethod},
 
 		// htu
 		{name: "another path", proof: es(claims("htu", "https://api.example.com/orders/43")), want: badProof, why: errURL},
@@ -173,6 +178,8 @@ func TestAttacks(t *testing.T) {
 			req: func(r *Request) { r.Path = "/a%2F%62%c3%A9" }, want: okay},
 		{name: "dot segments must not matter", proof: es(claims("htu", "https://api.example.com/v1/../orders/./42")), want: okay},
 		{name: "htu not a string", proof: edit(`"htu":"https://api.example.com/orders/42"`, `"htu":["https://api.example.com/orders/42"]`), want: badProof, why: errClaims},
+		{name: "no htu", proof: es(claims("htu", nil)), want: badProof, why: errClaims},
+		{name: "empty htu", proof: es(claims("htu", "")), want: badProof, why: errURL},
 
 		// iat
 		{name: "old iat", proof: es(claims("iat", testNow.Unix()-61)), want: badProof, why: errTooOld},
