@@ -67,7 +67,7 @@ func (n *clusterNode) waitAdmin(top *testing.T) {
 	// may start after.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := procClient.Get(n.adminURL + "/jwtguard/cluster")
+		resp, err := e2etest.FreshClient.Get(n.adminURL + "/jwtguard/cluster")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -120,7 +120,7 @@ func (n *clusterNode) mustRevoke(t *testing.T, entry map[string]string) string {
 func (n *clusterNode) unrevoke(t *testing.T, id string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodDelete, n.adminURL+"/jwtguard/revocations/"+id, nil)
-	resp, err := procClient.Do(req)
+	resp, err := e2etest.FreshClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,7 +125,7 @@ func (n *shareNode) use(t *testing.T, path, tok, ip string) (string, time.Durati
 	req.Header.Set("X-Forwarded-For", ip)
 	req.Header.Set("User-Agent", "share-test/1")
 	start := time.Now()
-	resp, err := procClient.Do(req)
+	resp, err := e2etest.FreshClient.Do(req)
 	if err != nil {
 		t.Fatalf("node %s: GET %s: %v", n.name, path, err)
 	}
@@ -147,7 +147,7 @@ type sharedEvent struct {
 // events lists the node's events of a token.
 func (n *shareNode) events(t *testing.T, tokenID string) []sharedEvent {
 	t.Helper()
-	resp, err := procClient.Get(n.adminURL + "/jwtguard/events?token_id=" + url.QueryEscape(tokenID))
+	resp, err := e2etest.FreshClient.Get(n.adminURL + "/jwtguard/events?token_id=" + url.QueryEscape(tokenID))
 	if err != nil {
 		t.Fatalf("node %s: events: %v", n.name, err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 
 	"github.com/jwtguard/caddy-jwtguard/detect/detecttest"
+	"github.com/jwtguard/caddy-jwtguard/internal/e2etest"
 )
 
 // detectServers takes the client's address from X-Forwarded-For, which
@@ -75,7 +76,7 @@ func from(t *testing.T, path, tok, ip, ua string) (int, string) {
 
 func adminGet(t *testing.T, path string, into any) int {
 	t.Helper()
-	resp, err := http.Get("http://localhost:2999" + path)
+	resp, err := e2etest.FreshClient.Get("http://localhost:2999" + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}

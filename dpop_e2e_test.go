@@ -131,7 +131,7 @@ func sendDPoP(t *testing.T, target, authorization, proof string) dpopResponse {
 	if proof != "" {
 		req.Header.Set("DPoP", proof)
 	}
-	resp, err := procClient.Do(req)
+	resp, err := e2etest.FreshClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", target, err)
 	}
@@ -228,7 +228,7 @@ func TestDPoPReplayCacheReload(t *testing.T) {
 	}
 
 	bigger := strings.Replace(config(site.adminAddr), "replay_cache 64", "replay_cache 1000", 1)
-	resp, err := procClient.Post(site.adminURL+"/load", "text/caddyfile", strings.NewReader(bigger))
+	resp, err := e2etest.FreshClient.Post(site.adminURL+"/load", "text/caddyfile", strings.NewReader(bigger))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/jwtguard/caddy-jwtguard/internal/e2etest"
 )
 
 // TestIntegration runs a real Caddy in-process (caddytest) with jwtguard
@@ -82,13 +84,16 @@ func TestIntegration(t *testing.T) {
 // unloadConfig replaces the running test config with an empty one, so the
 // revocation store is closed before its temporary directory is removed.
 func unloadConfig(t *testing.T) {
-	resp, err := http.Post("http://localhost:2999/load", "application/json",
+	resp, err := e2etest.FreshClient.Post("http://localhost:2999/load", "application/json",
 		strings.NewReader(`{"admin":{"listen":"localhost:2999"}}`))
 	if err != nil {
 		t.Logf("unloading test config: %v", err)
 		return
 	}
 	resp.Body.Close()
+	// caddytest's own requests keep connections in the default pool; the
+	// admin server they went to has just been replaced.
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }
 
 // testGlobals is the global options block of the in-process Caddy these

@@ -93,13 +93,6 @@ func (s procSite) start(t *testing.T, bin, home string) *e2etest.Process {
 	return p
 }
 
-// procClient keeps no connections, so a killed Caddy leaves none behind
-// for the next one's requests.
-var procClient = &http.Client{
-	Timeout:   10 * time.Second,
-	Transport: &http.Transport{DisableKeepAlives: true},
-}
-
 // get requests the site with the token as a Bearer token.
 func (s procSite) get(t *testing.T, token string) (int, http.Header, string) {
 	t.Helper()
@@ -108,7 +101,7 @@ func (s procSite) get(t *testing.T, token string) (int, http.Header, string) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := procClient.Do(req)
+	resp, err := e2etest.FreshClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", s.siteURL, err)
 	}
@@ -153,7 +146,7 @@ func (s procSite) revoke(t *testing.T, entry map[string]string) (int, string) {
 		t.Fatal(err)
 	}
 	url := s.adminURL + "/jwtguard/revocations"
-	resp, err := procClient.Post(url, "application/json", bytes.NewReader(data))
+	resp, err := e2etest.FreshClient.Post(url, "application/json", bytes.NewReader(data))
 	if err != nil {
 		t.Fatalf("POST %s: %v", url, err)
 	}
@@ -169,7 +162,7 @@ func (s procSite) revoke(t *testing.T, entry map[string]string) (int, string) {
 func (s procSite) list(t *testing.T) []procEntry {
 	t.Helper()
 	url := s.adminURL + "/jwtguard/revocations?limit=1000"
-	resp, err := procClient.Get(url)
+	resp, err := e2etest.FreshClient.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}

@@ -147,7 +147,7 @@ func (s procSite) signal(t *testing.T, contentType, body string) int {
 		req, _ := http.NewRequest(http.MethodPost, s.siteURL+"signals", strings.NewReader(body))
 		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("Authorization", "Bearer push-credential")
-		resp, err := procClient.Do(req)
+		resp, err := e2etest.FreshClient.Do(req)
 		if err != nil {
 			t.Fatalf("POST /signals: %v", err)
 		}
@@ -181,7 +181,7 @@ func (s procSite) waitAccepted(t *testing.T, what, token, sub string) {
 func (s procSite) unrevoke(t *testing.T, id string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodDelete, s.adminURL+"/jwtguard/revocations/"+id, nil)
-	resp, err := procClient.Do(req)
+	resp, err := e2etest.FreshClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("DELETE: %v %v", err, resp)
 	}

@@ -356,3 +356,12 @@ func (b *logBuffer) lines() []string {
 	}
 	return strings.Split(s, "\n")
 }
+
+// FreshClient opens a new connection for every request. A killed Caddy
+// leaves none behind for the next one's requests, and every config load
+// replaces Caddy's admin server, so a kept-alive connection to the one it
+// replaced would end a later POST (which Go does not retry) in EOF.
+var FreshClient = &http.Client{
+	Timeout:   10 * time.Second,
+	Transport: &http.Transport{DisableKeepAlives: true},
+}
