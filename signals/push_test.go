@@ -283,3 +283,18 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Fatalf("counts %v", f.count)
 	}
 }
+
+// TestRefusedEventCountedByType: a signed SET refused for what its event
+// holds (here a subject that is not an object) counts under its event
+// type, like a SET refused before verification does, not as "other".
+func TestRefusedEventCountedByType(t *testing.T) {
+	p := newIdP(t)
+	f := withIdP(t, p, "")
+	wantErr(t, f.push(t, p.set(t, "broken-1", EventAccountDisabled, map[string]any{"subject": "not an object"})), ErrInvalidRequest)
+	if f.counted("account-disabled", ErrInvalidRequest) != 1 {
+		t.Fatalf("counts %v", f.count)
+	}
+	if got := f.entries(t); len(got) != 0 {
+		t.Fatalf("stored %+v", got)
+	}
+}

@@ -129,7 +129,10 @@ func (r *Receiver) receiveSET(raw string, d delivery) *outcome {
 	if err != nil {
 		return refuse(ErrInvalidRequest, "not a SET: "+reasonOf(err))
 	}
-	labels := labelsOf(raw)
+	// Parsed once, before verification, to count a refusal by its event
+	// types; the verifier then vouches for these same bytes.
+	claims, claimsErr := claimsOf(raw)
+	labels := labelsOf(claims)
 	// named gives a refusal what the token claimed, to count and log it by.
 	named := func(o *outcome) *outcome {
 		o.labels, o.iss, o.jti = labels, clip(t.Issuer), clip(t.JTI)
@@ -155,8 +158,7 @@ func (r *Receiver) receiveSET(raw string, d delivery) *outcome {
 	if err != nil {
 		return named(fromVerifier(err))
 	}
-	claims, err := claimsOf(raw)
-	if err != nil { // the verifier read the same bytes
+	if claimsErr != nil { // the verifier read the same bytes
 		return fail(ErrInvalidRequest, "claims unreadable")
 	}
 	iat, hasIat := tok.IssuedAt()
@@ -170,7 +172,7 @@ func (r *Receiver) receiveSET(raw string, d delivery) *outcome {
 	case d.jti != "" && tok.JTI != d.jti:
 		return fail(ErrInvalidRequest, "the SET's jti is not the one the poll response filed it under")
 	}
-	entries, labels, err := r.setEntries(tok.Issuer, claims, iat)
+	entries, err := r.setEntries(tok.Issuer, claims, iat)
 	if err != nil {
 		return fail(ErrInvalidRequest, err.Error())
 	}
@@ -205,13 +207,10 @@ func reasonOf(err error) string {
 	return "unreadable"
 }
 
-// labelsOf reads the event types of a token without verifying it, for
-// counting a refused one: the labels are a fixed set whatever it claims.
-func labelsOf(raw string) []string {
-	claims, err := claimsOf(raw)
-	if err != nil {
-		return nil
-	}
+// labelsOf gives the metric label of each event in claims, read before
+// verification, so a refused SET is counted too: the labels are a fixed set
+// whatever it claims.
+func labelsOf(claims claimSet) []string {
 	events, ok := object(claims["events"])
 	if !ok {
 		return nil
@@ -224,10 +223,10 @@ func labelsOf(raw string) []string {
 }
 
 // setEntries maps a verified SET's events to revocation entries.
-func (r *Receiver) setEntries(iss string, claims claimSet, iat time.Time) ([]revocation.Entry, []string, error) {
+func (r *Receiver) setEntries(iss string, claims claimSet, iat time.Time) ([]revocation.Entry, error) {
 	events, ok := object(claims["events"])
 	if !ok || len(events) == 0 {
-		return nil, nil, errors.New("events is not an object holding at least one event")
+		return nil, errors.New("events is not an object holding at least one event")
 	}
 	// Parsed by the events that revoke: an event that does not needs no
 	// readable subject.
@@ -236,14 +235,12 @@ func (r *Receiver) setEntries(iss string, claims claimSet, iat time.Time) ([]rev
 		subID = ""
 	}
 	var entries []revocation.Entry
-	labels := make([]string, 0, len(events))
 	for _, ev := range events {
-		labels = append(labels, EventLabel(ev.Name))
 		es, err := r.eventEntries(iss, ev.Name, ev.Raw, subID, iat)
 		if err != nil {
-			return nil, nil, fmt.Errorf("event %s: %v", clip(ev.Name), err)
+			return nil, fmt.Errorf("event %s: %v", clip(ev.Name), err)
 		}
 		entries = append(entries, es...)
 	}
-	return entries, labels, nil
+	return entries, nil
 }
