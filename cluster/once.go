@@ -21,9 +21,11 @@ func (r *Redis) SeenOnce(key string, until time.Time) (bool, error) {
 	}
 	sum := sha256.Sum256([]byte(key))
 	k := r.key("once:" + base64.RawURLEncoding.EncodeToString(sum[:18]))
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
-	defer cancel()
-	first, err := r.client.SetNX(ctx, k, "1", ttl).Result()
+	var first bool
+	err := r.call(context.Background(), func(ctx context.Context) (err error) {
+		first, err = r.client.SetNX(ctx, k, "1", ttl).Result()
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("cluster: %v", err)
 	}
@@ -39,12 +41,14 @@ func (r *Redis) SharedSecret(name string, n int) ([]byte, error) {
 	if _, err := rand.Read(fresh); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
-	defer cancel()
-	if err := r.client.SetNX(ctx, k, base64.RawStdEncoding.EncodeToString(fresh), 0).Err(); err != nil {
-		return nil, fmt.Errorf("cluster: %v", err)
-	}
-	v, err := r.client.Get(ctx, k).Result()
+	var v string
+	err := r.call(context.Background(), func(ctx context.Context) (err error) {
+		if err := r.client.SetNX(ctx, k, base64.RawStdEncoding.EncodeToString(fresh), 0).Err(); err != nil {
+			return err
+		}
+		v, err = r.client.Get(ctx, k).Result()
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %v", err)
 	}

@@ -62,3 +62,32 @@ func TestSeenOnceAndSharedSecret(t *testing.T) {
 		t.Fatal("SeenOnce with Redis down answered without an error")
 	}
 }
+
+// A replay check or secret fetch that Redis does not answer shows in
+// Connected (GET /jwtguard/cluster) at once, as the log's own calls do,
+// not only when the log reader's long read times out.
+func TestSeenOnceFailureObserved(t *testing.T) {
+	srv := startRedis(t, false)
+	o := testOptions(srv, "a")
+	o.Timeout, o.Block, o.CheckInterval = 300*time.Millisecond, 5*time.Second, time.Minute
+	a, err := NewRedis(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if _, err := a.SeenOnce("jti-1", time.Now().Add(time.Minute)); err != nil || !a.Connected() {
+		t.Fatalf("SeenOnce: %v, connected %v", err, a.Connected())
+	}
+	srv.Pause()
+	defer srv.Resume()
+	if _, err := a.SeenOnce("jti-2", time.Now().Add(time.Minute)); err == nil {
+		t.Fatal("SeenOnce with Redis paused answered without an error")
+	}
+	if a.Connected() {
+		t.Fatal("connected after SeenOnce went unanswered")
+	}
+	srv.Resume()
+	if _, err := a.SharedSecret("s", 16); err != nil || !a.Connected() {
+		t.Fatalf("SharedSecret: %v, connected %v", err, a.Connected())
+	}
+}
