@@ -237,6 +237,7 @@ func TestDPoPReplayCacheReload(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("reload: %d %s", resp.StatusCode, body)
 	}
+	e2etest.Reloaded(t, site.siteURL)
 	for _, i := range []int{0, 31, 63} {
 		if r := sendDPoP(t, target, "DPoP "+token, accepted[i]); r.status != http.StatusUnauthorized || r.body != "401 dpop" ||
 			len(r.wwwAuth) == 0 || !strings.Contains(r.wwwAuth[0], "DPoP proof replayed") {

@@ -21,8 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/jwtguard/caddy-jwtguard/internal/e2etest"
 )
 
 // tlsCert makes a self-signed ECDSA certificate with its private key:
@@ -252,6 +255,7 @@ func TestIntegrationClientCertHeader(t *testing.T) {
 	}
 
 	tester.InitServer(config(t.TempDir(), "10.0.0.0/8"), "caddyfile")
+	e2etest.Reloaded(t, "http://localhost:9080/")
 	if code, body := get(header(aliceCert)); code != 401 || !strings.Contains(body, "invalid_token") {
 		t.Errorf("an untrusted client's own Client-Cert with alice's certificate: %d %q, want 401 binding", code, body)
 	}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -243,20 +244,47 @@ func cleanEnv() []string {
 // test if Caddy exits first or timeout passes.
 func (p *Process) WaitReady(t testing.TB, url string, timeout time.Duration) {
 	t.Helper()
+	if err := answered(url, timeout, p.done); err != nil {
+		select {
+		case <-p.done:
+			t.Fatalf("caddy exited before %s answered (%v); stderr:\n%s", url, p.waitErr, p.Tail(40))
+		default:
+			t.Fatalf("%s did not answer within %v (last error: %v); caddy stderr:\n%s", url, timeout, err, p.Tail(40))
+		}
+	}
+}
+
+// Reloaded waits, after a config load that replaced a server, until url
+// is answered. Caddy's old server shares the listener with the new one and
+// can still accept a connection just after /load returns; Go's http.Server
+// then drops it unanswered (EOF), because it reads the first request after
+// its Shutdown began. A client would retry; a test's next request should
+// not be the one to meet that.
+func Reloaded(t testing.TB, url string) {
+	t.Helper()
+	if err := answered(url, 10*time.Second, nil); err != nil {
+		t.Fatalf("%s not answered after the reload: %v", url, err)
+	}
+}
+
+// answered polls url until it answers with any HTTP response (nil), stop
+// is closed or timeout passes (the last error).
+func answered(url string, timeout time.Duration, stop <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.After(timeout)
 	for {
 		resp, err := client.Get(url)
 		if err == nil {
+			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			return
+			return nil
 		}
 		select {
-		case <-p.done:
-			t.Fatalf("caddy exited before %s answered (%v); stderr:\n%s", url, p.waitErr, p.Tail(40))
+		case <-stop:
+			return err
 		case <-deadline:
-			t.Fatalf("%s did not answer within %v (last error: %v); caddy stderr:\n%s", url, timeout, err, p.Tail(40))
-		case <-time.After(100 * time.Millisecond):
+			return err
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
