@@ -76,7 +76,7 @@ func from(t *testing.T, path, tok, ip, ua string) (int, string) {
 
 func adminGet(t *testing.T, path string, into any) int {
 	t.Helper()
-	resp, err := e2etest.FreshClient.Get("http://localhost:2999" + path)
+	resp, err := e2etest.AdminClient.Get("http://localhost:2999" + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}

@@ -228,7 +228,7 @@ func TestDPoPReplayCacheReload(t *testing.T) {
 	}
 
 	bigger := strings.Replace(config(site.adminAddr), "replay_cache 64", "replay_cache 1000", 1)
-	resp, err := e2etest.FreshClient.Post(site.adminURL+"/load", "text/caddyfile", strings.NewReader(bigger))
+	resp, err := e2etest.AdminClient.Post(site.adminURL+"/load", "text/caddyfile", strings.NewReader(bigger))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,16 +84,18 @@ func TestIntegration(t *testing.T) {
 // unloadConfig replaces the running test config with an empty one, so the
 // revocation store is closed before its temporary directory is removed.
 func unloadConfig(t *testing.T) {
-	resp, err := e2etest.FreshClient.Post("http://localhost:2999/load", "application/json",
+	resp, err := e2etest.AdminClient.Post("http://localhost:2999/load", "application/json",
 		strings.NewReader(`{"admin":{"listen":"localhost:2999"}}`))
 	if err != nil {
 		t.Logf("unloading test config: %v", err)
 		return
 	}
 	resp.Body.Close()
-	// caddytest's own requests keep connections in the default pool; the
-	// admin server they went to has just been replaced.
+	// caddytest's own requests keep connections in the default pool, and
+	// send each once: the admin server they went to has just been
+	// replaced, and the old one may still take a new connection.
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	e2etest.Reloaded(t, "http://localhost:2999/config/")
 }
 
 // testGlobals is the global options block of the in-process Caddy these

@@ -92,7 +92,7 @@ func TestLogoutRevokes(t *testing.T) {
 
 	// Optional without a token: passes and revokes nothing.
 	entries := func() []any {
-		resp, err := e2etest.FreshClient.Get("http://localhost:2999/jwtguard/revocations")
+		resp, err := e2etest.AdminClient.Get("http://localhost:2999/jwtguard/revocations")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func TestLogoutRevokes(t *testing.T) {
 	tokS2 := sign(t, jwt.MapClaims{"sub": "carol", "iss": iss, "sid": "sess-2"})
 	tokOther := sign(t, jwt.MapClaims{"sub": "carol", "iss": "https://other.example", "sid": "sess-1"})
 	want("/api/x", tokS1, 200, "api carol")
-	resp, err := e2etest.FreshClient.Post("http://localhost:2999/jwtguard/revocations", "application/json",
+	resp, err := e2etest.AdminClient.Post("http://localhost:2999/jwtguard/revocations", "application/json",
 		strings.NewReader(`{"sid":"sess-1","iss":"`+iss+`","reason":"back-channel logout"}`))
 	if err != nil {
 		t.Fatal(err)

@@ -39,7 +39,7 @@ func reloadConfig(storage, body string) string {
 
 func adminPost(t *testing.T, path, body string) (int, string) {
 	t.Helper()
-	resp, err := e2etest.FreshClient.Post("http://localhost:2999"+path, "application/json", strings.NewReader(body))
+	resp, err := e2etest.AdminClient.Post("http://localhost:2999"+path, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}
@@ -115,7 +115,7 @@ func TestReloadWhileServing(t *testing.T) {
 		}()
 	}
 	for i := 1; i <= 10; i++ {
-		resp, err := e2etest.FreshClient.Post("http://localhost:2999/load", "text/caddyfile", strings.NewReader(reloadConfig(storage, fmt.Sprintf("v%d", i))))
+		resp, err := e2etest.AdminClient.Post("http://localhost:2999/load", "text/caddyfile", strings.NewReader(reloadConfig(storage, fmt.Sprintf("v%d", i))))
 		if err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}

@@ -102,7 +102,7 @@ func TestAdminAPISurvivesFailedReload(t *testing.T) {
 	// it all but certain that the jwtguard app starts before the http app
 	// fails in some of the rounds.
 	for i := 0; i < 12; i++ {
-		resp, err := e2etest.FreshClient.Post("http://localhost:2999/load", "text/caddyfile", strings.NewReader(leewayConfig(storage, busyPort)))
+		resp, err := e2etest.AdminClient.Post("http://localhost:2999/load", "text/caddyfile", strings.NewReader(leewayConfig(storage, busyPort)))
 		if err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}

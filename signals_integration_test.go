@@ -231,7 +231,7 @@ func (s *sigSite) wantAPI(what, token string, status int, body string) {
 // revocations lists the store through the admin API.
 func revocations(t testing.TB) []map[string]any {
 	t.Helper()
-	resp, err := e2etest.FreshClient.Get("http://localhost:2999/jwtguard/revocations?limit=1000")
+	resp, err := e2etest.AdminClient.Get("http://localhost:2999/jwtguard/revocations?limit=1000")
 	if err != nil {
 		t.Error(err)
 		return nil
@@ -292,7 +292,7 @@ func TestSignalsPushRevokes(t *testing.T) {
 		t.Fatalf("%d revocations, want 1", n)
 	}
 
-	resp, err := e2etest.FreshClient.Get("http://localhost:2999/metrics")
+	resp, err := e2etest.AdminClient.Get("http://localhost:2999/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +472,7 @@ func TestSignalsReload(t *testing.T) {
 	waitUntil(t, "a poll", func() bool { return len(poller.requests()) > 0 })
 	for i := 1; i <= 10; i++ {
 		before := len(poller.requests())
-		resp, err := e2etest.FreshClient.Post("http://localhost:2999/load", "text/caddyfile", strings.NewReader(config(i)))
+		resp, err := e2etest.AdminClient.Post("http://localhost:2999/load", "text/caddyfile", strings.NewReader(config(i)))
 		if err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}

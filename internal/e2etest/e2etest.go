@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -392,4 +393,33 @@ func (b *logBuffer) lines() []string {
 var FreshClient = &http.Client{
 	Timeout:   10 * time.Second,
 	Transport: &http.Transport{DisableKeepAlives: true},
+}
+
+// AdminClient is FreshClient for Caddy's admin endpoint, which every
+// config load replaces: the old admin server, shut down in the
+// background, can still accept a connection after the load has answered,
+// and then closes it unanswered (see [Reloaded]). Caddy read nothing of
+// such a request, so AdminClient sends it again, up to three times.
+var AdminClient = &http.Client{
+	Timeout:   10 * time.Second,
+	Transport: resendUnanswered{&http.Transport{DisableKeepAlives: true}},
+}
+
+type resendUnanswered struct{ next http.RoundTripper }
+
+func (r resendUnanswered) RoundTrip(req *http.Request) (*http.Response, error) {
+	for try := 1; ; try++ {
+		resp, err := r.next.RoundTrip(req)
+		unanswered := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+		if !unanswered || try == 3 || req.Context().Err() != nil || (req.Body != nil && req.GetBody == nil) {
+			return resp, err
+		}
+		req = req.Clone(req.Context())
+		if req.GetBody != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
