@@ -112,6 +112,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if dir == "" && !opts.InMemory {
 		return nil, errors.New("opening revocation store: no directory given")
 	}
+	if !opts.InMemory {
+		if err := removeEmptyLogs(dir, log); err != nil {
+			return nil, fmt.Errorf("opening revocation store %s: %w", dir, err)
+		}
+	}
 	db, err := badger.Open(badgerOptions(dir, opts.InMemory, log))
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {

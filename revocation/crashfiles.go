@@ -1,0 +1,57 @@
+package revocation
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// removeEmptyLogs removes the empty memtable (.mem) and value log (.vlog)
+// files a crash can leave in dir: one killed between creating a log file
+// and sizing it, or between emptying a flushed one and removing it. Badger
+// refuses to open a directory holding one (dgraph-io/badger#2207), so
+// Caddy would not start again after such a crash. An empty file holds
+// nothing: Badger writes a header into every log file it sizes.
+//
+// It looks only while holding Badger's own directory lock, so that a file
+// another process's Badger is creating at that moment is never touched; a
+// directory locked elsewhere is left for Badger to refuse (ErrLocked).
+func removeEmptyLogs(dir string, log *zap.Logger) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil // a new store: Badger creates dir
+	}
+	unlock, err := lockDir(dir)
+	if errors.Is(err, errDirLocked) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	files, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		name := f.Name()
+		if !f.Type().IsRegular() || !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
+			continue
+		}
+		info, err := f.Info()
+		if err != nil || info.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("removing the empty Badger log file %s a crash left: %w", name, err)
+		}
+		log.Warn("removed an empty Badger log file a crash left; Badger cannot open the store with it", zap.String("file", name))
+	}
+	return nil
+}
+
+var errDirLocked = errors.New("directory locked")
