@@ -113,10 +113,25 @@ func (s procSite) get(t *testing.T, token string) (int, http.Header, string) {
 	return resp.StatusCode, resp.Header, strings.TrimSpace(string(body))
 }
 
+// settled is get, sent again while the answer is 503: just after a
+// start, the keys from a JWK Set or discovery and the revocation store may
+// not be there yet, and jwtguard fails closed with 503 and Retry-After.
+func (s procSite) settled(t *testing.T, token string) (int, http.Header, string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		status, hdr, body := s.get(t, token)
+		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return status, hdr, body
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // wantAccepted checks that the token gets 200 and reaches the site as sub.
 func (s procSite) wantAccepted(t *testing.T, what, token, sub string) {
 	t.Helper()
-	status, hdr, body := s.get(t, token)
+	status, hdr, body := s.settled(t, token)
 	if status != http.StatusOK || body != "ok "+sub {
 		t.Errorf("%s: got %d %q (WWW-Authenticate %q), want 200 %q", what, status, body, hdr.Get("WWW-Authenticate"), "ok "+sub)
 	}
@@ -128,7 +143,7 @@ func (s procSite) wantAccepted(t *testing.T, what, token, sub string) {
 func (s procSite) wantRevoked(t *testing.T, what, token string) {
 	t.Helper()
 	const challenge = `Bearer realm="jwtguard", error="invalid_token", error_description="token revoked"`
-	status, hdr, body := s.get(t, token)
+	status, hdr, body := s.settled(t, token)
 	if status != http.StatusUnauthorized || body != "401 revoked" {
 		t.Errorf("%s: got %d %q, want 401 %q", what, status, body, "401 revoked")
 	}
@@ -162,9 +177,17 @@ func (s procSite) revoke(t *testing.T, entry map[string]string) (int, string) {
 func (s procSite) list(t *testing.T) []procEntry {
 	t.Helper()
 	url := s.adminURL + "/jwtguard/revocations?limit=1000"
-	resp, err := e2etest.FreshClient.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+	var resp *http.Response
+	// 503 until the store has opened, just after a start
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if resp, err = e2etest.AdminClient.Get(url); err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			break
+		}
+		resp.Body.Close()
 	}
 	defer resp.Body.Close()
 	var page struct {
