@@ -67,7 +67,7 @@ var _ Store = (*revocation.Store)(nil)
 type Status struct {
 	Engine    string `json:"engine"` // "redis", or "none" without a cluster
 	Node      string `json:"node"`
-	Connected bool   `json:"connected"` // the last call to the engine's server succeeded
+	Connected bool   `json:"connected"` // the engine's server answered the last call (an error answer counts)
 	Pending   int64  `json:"pending"`   // changes made here, not yet published
 	Applied   string `json:"applied"`   // how far this node has applied the log (opaque)
 	LagMS     int64  `json:"lag_ms"`    // while behind: age of the oldest change read and not yet applied

@@ -383,7 +383,8 @@ func (r *Redis) Status() Status {
 	}
 }
 
-// Connected reports whether the last call to Redis succeeded.
+// Connected reports whether Redis answered the last call (an error answer
+// such as OOM counts: Redis is there; the log says what it refused).
 func (r *Redis) Connected() bool { return r.connected.Load() }
 
 // Pending is the number of changes made here and not yet in Redis.
@@ -411,7 +412,9 @@ func (r *Redis) callFor(ctx context.Context, d time.Duration, fn func(ctx contex
 func (r *Redis) observe(err error) {
 	var rerr redis.Error
 	answered := err == nil || errors.Is(err, redis.Nil) || (errors.As(err, &rerr) && !errors.Is(err, context.DeadlineExceeded))
-	r.connected.Store(answered)
+	if r.connected.Load() != answered { // a store per DPoP request would contend across cores
+		r.connected.Store(answered)
+	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		r.mu.Lock()
 		r.lastErr = err

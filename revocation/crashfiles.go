@@ -14,9 +14,10 @@ import (
 // removeEmptyLogs removes the empty memtable (.mem) and value log (.vlog)
 // files a crash can leave in dir: one killed between creating a log file
 // and sizing it, or between emptying a flushed one and removing it. Badger
-// refuses to open a directory holding one (dgraph-io/badger#2207), so
-// Caddy would not start again after such a crash. An empty file holds
-// nothing: Badger writes a header into every log file it sizes.
+// fails to open a directory holding one (dgraph-io/badger#2207), so the
+// first start of Caddy after such a crash would fail (that failed open
+// sizes the file, and the next start works). An empty file holds nothing:
+// Badger writes a header into every log file it sizes.
 //
 // It looks only while holding Badger's own directory lock, so that a file
 // another process's Badger is creating at that moment is never touched; a
@@ -39,7 +40,7 @@ func removeEmptyLogs(dir string, log *zap.Logger) error {
 	}
 	for _, f := range files {
 		name := f.Name()
-		if !f.Type().IsRegular() || !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
+		if !f.Type().IsRegular() || !isLogName(name) {
 			continue
 		}
 		info, err := f.Info()
@@ -55,3 +56,21 @@ func removeEmptyLogs(dir string, log *zap.Logger) error {
 }
 
 var errDirLocked = errors.New("directory locked")
+
+// isLogName reports whether name is one Badger gives its memtable and
+// value log files: a number, then .mem or .vlog.
+func isLogName(name string) bool {
+	id, ok := strings.CutSuffix(name, ".mem")
+	if !ok {
+		id, ok = strings.CutSuffix(name, ".vlog")
+	}
+	if !ok || id == "" {
+		return false
+	}
+	for _, c := range id {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -113,3 +113,16 @@ func TestOpensWithEmptyLogFiles(t *testing.T) {
 		t.Error("entries lost after the second reopening")
 	}
 }
+
+// Only the names Badger gives its log files are removed when empty.
+func TestIsLogName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"00001.mem": true, "000002.vlog": true, "0.mem": true,
+		"notes.mem": false, ".mem": false, "00001.mem.bak": false, "00001.sst": false,
+		"MANIFEST": false, "1x.vlog": false, "-1.mem": false, "KEYREGISTRY": false,
+	} {
+		if got := isLogName(name); got != want {
+			t.Errorf("isLogName(%q) = %v", name, got)
+		}
+	}
+}
