@@ -42,11 +42,11 @@ func emptyFile(t *testing.T, path string) {
 
 // TestOpensWithEmptyLogFiles: a crash can leave a Badger log file empty:
 // one killed between creating a memtable or value log file and sizing
-// it, or between emptying a flushed one and removing it. Badger then
-// refuses to open the directory ("while opening memtables ... Create a new
-// file", dgraph-io/badger#2207) until someone removes the file by hand, so
-// Caddy would not start again after the crash. An empty file holds no
-// entry; Open removes it, under Badger's directory lock, and opens.
+// it, or between emptying a flushed one and removing it. Badger then fails
+// to open the directory ("while opening memtables ... Create a new file",
+// dgraph-io/badger#2207), and so the first start of Caddy after the crash.
+// An empty file holds no entry; Open removes it, under Badger's directory
+// lock, and opens.
 func TestOpensWithEmptyLogFiles(t *testing.T) {
 	dir := t.TempDir()
 	clock := newClock()
