@@ -560,12 +560,6 @@ func (r *Redis) applyRemote(items []item, seen map[uint64]ownSeen, extra func(re
 // applyChanges applies items in order, a chunk of changes per disk sync
 // (Store.ApplyBatch), writing extra with the last one.
 func (r *Redis) applyChanges(items []item, extra func(revocation.Writer) error) error {
-	if len(items) == 0 {
-		if extra == nil {
-			return nil
-		}
-		return r.db.Update(func(txn *badger.Txn) error { return extra(txn) })
-	}
 	cs := make([]revocation.Change, len(items))
 	for i := range items {
 		cs[i] = items[i].change

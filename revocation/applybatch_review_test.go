@@ -2,6 +2,8 @@ package revocation
 
 import (
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // ApplyBatch, as Apply, refuses a change whose id does not fit its
@@ -38,5 +40,33 @@ func TestAttackApplyBatchIDMismatch(t *testing.T) {
 	}
 	if !revoked(t, s, Token{ID: "iss#j1", Issuer: "iss", JTI: "j1"}) {
 		t.Error("the good change after the forged one was not applied")
+	}
+}
+
+// With no changes, ApplyBatch still writes extra (a caller's position
+// moving past changes it skipped), and refuses once the store is closed.
+func TestApplyBatchOnlyExtra(t *testing.T) {
+	s := openAt(t, t.TempDir(), newClock())
+	if err := s.ApplyBatch(nil, func(w Writer) error { return w.Set([]byte("p/pos"), []byte("7")) }); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := s.DB().View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte("p/pos"))
+		if err != nil {
+			return err
+		}
+		v, err := it.ValueCopy(nil)
+		got = string(v)
+		return err
+	}); err != nil || got != "7" {
+		t.Fatalf("extra alone: %q %v", got, err)
+	}
+	if err := s.ApplyBatch(nil, nil); err != nil {
+		t.Fatalf("nothing at all: %v", err)
+	}
+	s.Close()
+	if err := s.ApplyBatch(nil, func(Writer) error { return nil }); err != ErrClosed {
+		t.Fatalf("after Close: %v, want ErrClosed", err)
 	}
 }

@@ -111,8 +111,11 @@ const applyChunk = 200
 // time with one disk sync each: a node catching up on a hundred thousand
 // changes must not pay a sync for every one. extra's keys are written
 // with the last chunk, so a crash in between makes the caller apply the
-// earlier chunks again, which changes nothing.
+// earlier chunks again, which changes nothing; with no changes, alone.
 func (s *Store) ApplyBatch(cs []Change, extra func(Writer) error) error {
+	if len(cs) == 0 {
+		return s.Update(extra)
+	}
 	for len(cs) > 0 {
 		n := min(len(cs), applyChunk)
 		var x func(Writer) error

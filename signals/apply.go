@@ -123,7 +123,7 @@ func (r *Receiver) apply(o *outcome, kind byte, entries []revocation.Entry) *out
 		}
 	}
 	if !written {
-		if err := store.DB().Update(func(txn *badger.Txn) error { return setMemory(txn, key, until) }); err != nil {
+		if err := store.Update(remember); err != nil {
 			return r.unapplied(o, err)
 		}
 	}

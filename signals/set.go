@@ -132,7 +132,8 @@ func (r *Receiver) receiveSET(raw string, d delivery) *outcome {
 	// Parsed once, before verification, to count a refusal by its event
 	// types; the verifier then vouches for these same bytes.
 	claims, claimsErr := claimsOf(raw)
-	labels := labelsOf(claims)
+	events, _ := object(claims["events"]) // none unless an object
+	labels := labelsOf(events)
 	// named gives a refusal what the token claimed, to count and log it by.
 	named := func(o *outcome) *outcome {
 		o.labels, o.iss, o.jti = labels, clip(t.Issuer), clip(t.JTI)
@@ -172,7 +173,7 @@ func (r *Receiver) receiveSET(raw string, d delivery) *outcome {
 	case d.jti != "" && tok.JTI != d.jti:
 		return fail(ErrInvalidRequest, "the SET's jti is not the one the poll response filed it under")
 	}
-	entries, err := r.setEntries(tok.Issuer, claims, iat)
+	entries, err := r.setEntries(tok.Issuer, events, claims["sub_id"], iat)
 	if err != nil {
 		return fail(ErrInvalidRequest, err.Error())
 	}
@@ -207,14 +208,10 @@ func reasonOf(err error) string {
 	return "unreadable"
 }
 
-// labelsOf gives the metric label of each event in claims, read before
+// labelsOf gives the metric label of each event, read before
 // verification, so a refused SET is counted too: the labels are a fixed set
 // whatever it claims.
-func labelsOf(claims claimSet) []string {
-	events, ok := object(claims["events"])
-	if !ok {
-		return nil
-	}
+func labelsOf(events []verifier.JSONMember) []string {
 	var labels []string
 	for _, ev := range events {
 		labels = append(labels, EventLabel(ev.Name))
@@ -222,15 +219,14 @@ func labelsOf(claims claimSet) []string {
 	return labels
 }
 
-// setEntries maps a verified SET's events to revocation entries.
-func (r *Receiver) setEntries(iss string, claims claimSet, iat time.Time) ([]revocation.Entry, error) {
-	events, ok := object(claims["events"])
-	if !ok || len(events) == 0 {
+// setEntries maps a verified SET's events, and its sub_id claim (raw
+// JSON), to revocation entries.
+func (r *Receiver) setEntries(iss string, events []verifier.JSONMember, subID string, iat time.Time) ([]revocation.Entry, error) {
+	if len(events) == 0 {
 		return nil, errors.New("events is not an object holding at least one event")
 	}
 	// Parsed by the events that revoke: an event that does not needs no
 	// readable subject.
-	subID := claims["sub_id"]
 	if subID == "null" {
 		subID = ""
 	}

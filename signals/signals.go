@@ -129,8 +129,8 @@ type Config struct {
 
 // Receiver checks and applies signals. It is safe for concurrent use.
 type Receiver struct {
-	// cfg is New's Config with its defaults filled in; its Transmitters
-	// and Providers are not used after New.
+	// cfg is New's Config with its defaults filled in, without its
+	// Transmitters and Providers (see transmitters and providers).
 	cfg          Config
 	transmitters map[string]*issuer
 	providers    map[string]*issuer
@@ -205,6 +205,9 @@ func New(cfg Config) (*Receiver, error) {
 		}
 		r.providers[p.Issuer] = is
 	}
+	// Their keys live on in the issuers, and a push Authorization only as
+	// its hash: the secret itself is not kept.
+	r.cfg.Transmitters, r.cfg.Providers = nil, nil
 	return r, nil
 }
 
@@ -252,11 +255,6 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		mt, _, _ = mime.ParseMediaType(ct[0])
 	}
 	body, tooBig, err := readBody(req.Body)
-	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-		// Caddy's request_body limit, lower than MaxBody: the client is
-		// there, and gets the answer any body over a limit gets.
-		tooBig, err = true, nil
-	}
 	switch {
 	case err != nil:
 		// The client went away or sent a broken body: nothing to answer
@@ -290,12 +288,17 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 // readBody reads at most MaxBody bytes, reporting a longer body without
-// reading the rest.
+// reading the rest, as it does one over Caddy's request_body limit.
 func readBody(body io.Reader) ([]byte, bool, error) {
 	if body == nil {
 		return nil, false, nil
 	}
 	b, err := io.ReadAll(io.LimitReader(body, MaxBody+1))
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		// request_body's limit, lower than MaxBody: the client is there,
+		// and gets the answer any body over a limit gets.
+		return nil, true, nil
+	}
 	if err != nil {
 		return nil, false, err
 	}
