@@ -43,18 +43,23 @@ var stores = caddy.NewUsagePool()
 // and the old config goes on serving, so the old app is current again.
 var running struct {
 	sync.Mutex
-	apps []*App
+	apps   []*App
+	newest atomic.Pointer[App] // the last of apps, read without the lock
 }
 
-// currentApp returns the app of the running config, or nil.
-func currentApp() *App {
-	running.Lock()
-	defer running.Unlock()
-	if n := len(running.apps); n > 0 {
-		return running.apps[n-1]
+// setRunning replaces the running apps; the caller holds running's lock.
+func setRunning(apps []*App) {
+	running.apps = apps
+	var newest *App
+	if n := len(apps); n > 0 {
+		newest = apps[n-1]
 	}
-	return nil
+	running.newest.Store(newest)
 }
+
+// currentApp returns the app of the running config, or nil. DPoP
+// handlers without an app of their own ask on every request.
+func currentApp() *App { return running.newest.Load() }
 
 // App owns jwtguard's revocation store: one Badger database per
 // directory, opened when the app starts (not in Provision, so that `caddy
@@ -146,7 +151,7 @@ func (a *App) Start() error {
 func (a *App) markRunning() {
 	running.Lock()
 	defer running.Unlock()
-	running.apps = append(running.apps, a)
+	setRunning(append(running.apps, a))
 	if a.started == nil {
 		a.started = make(chan struct{})
 	}
@@ -155,6 +160,13 @@ func (a *App) markRunning() {
 	default:
 		close(a.started)
 	}
+}
+
+// leaveRunning undoes markRunning.
+func (a *App) leaveRunning() {
+	running.Lock()
+	defer running.Unlock()
+	setRunning(slices.DeleteFunc(running.apps, func(x *App) bool { return x == a }))
 }
 
 // whenStarted is closed once a has started; `caddy validate` provisions
@@ -173,9 +185,7 @@ func (a *App) whenStarted() <-chan struct{} {
 // held until Cleanup, since requests already in this config's handlers may
 // still be checking it.
 func (a *App) Stop() error {
-	running.Lock()
-	running.apps = slices.DeleteFunc(running.apps, func(x *App) bool { return x == a })
-	running.Unlock()
+	a.leaveRunning()
 	a.hold.mu.Lock()
 	for _, release := range a.hold.releases {
 		release()

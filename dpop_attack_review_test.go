@@ -23,25 +23,23 @@ func (reviewEngine) SharedSecret(string, int) ([]byte, error) { return nil, nil 
 func TestAttackClusterLinkFindsLateApp(t *testing.T) {
 	running.Lock()
 	saved := running.apps
-	running.apps = nil
+	setRunning(nil)
 	running.Unlock()
 	t.Cleanup(func() {
 		running.Lock()
-		running.apps = saved
+		setRunning(saved)
 		running.Unlock()
 	})
-	l := &clusterLink{h: &Handler{}}
+	h := &Handler{}
 	for range 600 {
-		if l.shared() != nil {
+		if h.clusterShared() != nil {
 			t.Fatal("a cluster with no app running")
 		}
 	}
 	app := testApp(nil)
 	app.hold.opened.Store(&openStore{engine: reviewEngine{}})
-	running.Lock()
-	running.apps = append(running.apps, app)
-	running.Unlock()
-	if l.shared() == nil {
+	runApp(t, app)
+	if h.clusterShared() == nil {
 		t.Fatal("the app that started after the 512th request is not used: replays are checked on this node only")
 	}
 }

@@ -17,8 +17,19 @@ type sharedOnce interface {
 	SharedSecret(name string, n int) ([]byte, error)
 }
 
-// clusterShared is appShared of the handler's own app.
-func (h *Handler) clusterShared() sharedOnce { return appShared(h.app) }
+// clusterShared finds the cluster engine for the handler's DPoP checks.
+// A handler with `revocation off` and no `detect` takes no app of its own
+// (Provision asks for one only to check revocations or keep an audit), yet
+// its node is as much part of the cluster as any: it uses the app of the
+// running config, which holds the process's one store and engine, and
+// finds it even when that app starts after its first requests.
+func (h *Handler) clusterShared() sharedOnce {
+	app := h.app
+	if app == nil {
+		app = currentApp()
+	}
+	return appShared(app)
+}
 
 // appShared is what app's cluster engine offers DPoP, nil without an app
 // or a cluster.
@@ -28,35 +39,6 @@ func appShared(app *App) sharedOnce {
 	}
 	s, _ := app.engine().(sharedOnce)
 	return s
-}
-
-// clusterLink finds the cluster engine for a handler's DPoP checks. A
-// handler with `revocation off` and no `detect` takes no app of its own
-// (Provision asks for one only to check revocations or keep an audit), yet
-// its node is as much part of the cluster as any: it uses the app of the
-// running config, which holds the process's one store and engine.
-type clusterLink struct {
-	h     *Handler
-	app   atomic.Pointer[App]
-	calls atomic.Uint64
-}
-
-func (l *clusterLink) shared() sharedOnce {
-	if l.h.app != nil {
-		return l.h.clusterShared()
-	}
-	// currentApp takes a lock: asked on the 1st, 2nd, 4th... 512th call,
-	// then every 1024th, so that the handler finds its config's app soon
-	// after it starts (the first requests may come before it does, or see
-	// the previous config's), and notices a later change, without a lock
-	// or a clock reading on every request. While none has been found it
-	// is asked on every call: a handler that served its first 512
-	// requests before the app started would otherwise spend proofs on
-	// this node alone, silently, until the 1024th.
-	if n := l.calls.Add(1); n&(n-1) == 0 && n <= 512 || n%1024 == 0 || l.app.Load() == nil {
-		l.app.Store(currentApp())
-	}
-	return appShared(l.app.Load())
 }
 
 // clusterReplay spends a proof's jti on this node, then, with a cluster,

@@ -187,9 +187,8 @@ func (h *Handler) provisionBinding() error {
 		}
 		// With a cluster (known once the store opens), proofs and nonces
 		// are the whole cluster's; the process's own serve until then.
-		link := &clusterLink{h: h}
-		cfg.Replay = &clusterReplay{local: replay, shared: link.shared, log: h.logger}
-		cfg.Nonces = &clusterNonces{local: sharedNonces(), shared: link.shared}
+		cfg.Replay = &clusterReplay{local: replay, shared: h.clusterShared, log: h.logger}
+		cfg.Nonces = &clusterNonces{local: sharedNonces(), shared: h.clusterShared}
 		v, err := dpop.New(cfg)
 		if err != nil {
 			return err

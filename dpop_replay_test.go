@@ -108,19 +108,7 @@ func TestDPoPClusterWithoutApp(t *testing.T) {
 	// The app of the running config, as App.Start registers it.
 	app := testApp(s)
 	app.hold.opened.Store(&openStore{Store: s, engine: eng})
-	running.Lock()
-	running.apps = append(running.apps, app)
-	running.Unlock()
-	t.Cleanup(func() {
-		running.Lock()
-		defer running.Unlock()
-		for i, a := range running.apps {
-			if a == app {
-				running.apps = append(running.apps[:i], running.apps[i+1:]...)
-				break
-			}
-		}
-	})
+	runApp(t, app)
 
 	// Two handlers, each with a replay cache of its own as two nodes
 	// have: only Redis can tell the second of the first's proof.

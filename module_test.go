@@ -35,6 +35,13 @@ func testApp(s *revocation.Store) *App {
 	return a
 }
 
+// runApp makes app the running config's app, as App.Start does, until t
+// ends.
+func runApp(t testing.TB, app *App) {
+	app.markRunning()
+	t.Cleanup(app.leaveRunning)
+}
+
 const testSecret = "unit-test-secret-0123456789abcdefghij"
 
 // newHandler provisions a handler from a Caddyfile block, as Caddy would,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,12 +29,7 @@ func TestWaitForApp(t *testing.T) {
 		t.Fatal("went on before the app started")
 	case <-time.After(50 * time.Millisecond):
 	}
-	a.markRunning()
-	defer func() {
-		running.Lock()
-		running.apps = slices.DeleteFunc(running.apps, func(x *App) bool { return x == a })
-		running.Unlock()
-	}()
+	runApp(t, a)
 	select {
 	case ok := <-done:
 		if !ok {
