@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"hash/maphash"
-	"sync"
 	"sync/atomic"
 
 	"github.com/jwtguard/caddy-jwtguard/verifier"
@@ -14,7 +13,7 @@ import (
 // with one key, so its header is the same text on every request; what is
 // read from it (the key's point or modulus above all, and the thumbprint)
 // is kept in a headerCache once a proof with it has passed, and costs a
-// map lookup the next time.
+// table lookup the next time.
 type proofHeader struct {
 	alg verifier.Algorithm
 	jwk jwk
@@ -48,68 +47,64 @@ func (h *proofHeader) athMatches(token, claim string) bool {
 
 // headerCache maps the base64url text of proof headers to what they say.
 // Only headers of proofs that passed every check go in, so a stream of
-// bad proofs cannot push out good clients' entries; when a shard is full
-// an arbitrary entry makes room.
+// bad proofs cannot push out good clients' entries. It is a fixed table
+// of two-slot buckets, each slot one atomic pointer: every request reads
+// it and a client's first proof writes it, and neither takes a lock or
+// copies anything; a header finding its bucket full takes one slot's place.
 type headerCache struct {
-	seed   maphash.Seed
-	shards [headerShards]headerShard
+	seed  maphash.Seed
+	slots [headerEntries]atomic.Pointer[headerEntry]
 }
 
-const (
-	headerShards = 16
-	// headerEntries bounds the cache: a handful of kilobytes an entry,
-	// with the access token its ath memo holds.
-	headerEntries = 2048
-)
+// headerEntries bounds the cache: a handful of kilobytes an entry, with
+// the access token its ath memo holds.
+const headerEntries = 2048
 
-// A shard's map is never written once published: a put copies it. Every
-// request reads the cache and only a client's first proof writes it, so
-// readers take no lock, and clients on other cores do not contend for one.
-type headerShard struct {
-	mu sync.Mutex // serialises puts
-	m  atomic.Pointer[map[string]*proofHeader]
+type headerEntry struct {
+	segment string
+	h       *proofHeader
 }
 
 func newHeaderCache() *headerCache {
-	c := &headerCache{seed: maphash.MakeSeed()}
-	for i := range c.shards {
-		m := make(map[string]*proofHeader)
-		c.shards[i].m.Store(&m)
-	}
-	return c
+	return &headerCache{seed: maphash.MakeSeed()}
 }
 
-func (c *headerCache) shard(segment string) *headerShard {
-	return &c.shards[maphash.String(c.seed, segment)%headerShards]
+// bucket returns segment's two slots, and which of them it takes when
+// both hold other headers.
+func (c *headerCache) bucket(segment string) (slots *[2]atomic.Pointer[headerEntry], evict int) {
+	x := maphash.String(c.seed, segment)
+	i := x % (headerEntries / 2) * 2
+	return (*[2]atomic.Pointer[headerEntry])(c.slots[i : i+2]), int(x>>63) & 1
 }
 
 func (c *headerCache) get(segment string) *proofHeader {
-	return (*c.shard(segment).m.Load())[segment]
+	b, _ := c.bucket(segment)
+	for i := range b {
+		if e := b[i].Load(); e != nil && e.segment == segment {
+			return e.h
+		}
+	}
+	return nil
 }
 
 func (c *headerCache) put(segment string, h *proofHeader) {
-	s := c.shard(segment)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := *s.m.Load()
-	m := make(map[string]*proofHeader, len(old)+1)
-	drop := len(old) >= headerEntries/headerShards
-	for k, v := range old {
-		if drop {
-			drop = false // an arbitrary entry makes room
-			continue
+	b, evict := c.bucket(segment)
+	for i := range b {
+		if e := b[i].Load(); e == nil || e.segment == segment {
+			b[i].Store(&headerEntry{segment, h})
+			return
 		}
-		m[k] = v
 	}
-	m[segment] = h
-	s.m.Store(&m)
+	b[evict].Store(&headerEntry{segment, h})
 }
 
 // len counts the entries, for tests.
 func (c *headerCache) len() int {
 	n := 0
-	for i := range c.shards {
-		n += len(*c.shards[i].m.Load())
+	for i := range c.slots {
+		if c.slots[i].Load() != nil {
+			n++
+		}
 	}
 	return n
 }
