@@ -48,10 +48,9 @@ type DPoP struct {
 	ReplayCache int `json:"replay_cache,omitempty"`
 }
 
-// maxReplayCache bounds replay_cache: 2 GiB of table at 32 bytes an
-// entry, so that a slip of the keyboard does not take the machine's
-// memory.
-const maxReplayCache = 1 << 26
+// maxReplayCache bounds replay_cache (1<<26): 2 GiB of table, so that a
+// slip of the keyboard does not take the machine's memory.
+const maxReplayCache = (2 << 30) / dpop.ReplayEntryBytes
 
 // replayEntries is the size of replay cache the block asks for.
 func (c *DPoP) replayEntries() int {

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -573,7 +572,7 @@ func (v *Verifier) parse(s string, p *proof) *Error {
 			if verifier.JSONKind(m.Raw) != 'n' {
 				return errClaims
 			}
-			f, ok := numericDate(m.Raw)
+			f, ok := verifier.NumericDate(m.Raw)
 			if !ok {
 				return errClaims
 			}
@@ -658,36 +657,6 @@ func (k *jwk) fits(alg verifier.Algorithm) bool {
 		return k.kty == "OKP" && k.crv == "Ed25519"
 	}
 	return k.kty == "RSA"
-}
-
-// maxNumericDate is 9999-12-31T23:59:59Z.
-const maxNumericDate = 253402300799
-
-// numericDate reads a JSON number as a NumericDate up to maxNumericDate.
-// Clients write whole seconds, which are read digit by digit (a tenth of
-// what ParseFloat takes); anything else goes to ParseFloat.
-func numericDate(raw string) (float64, bool) {
-	if n, ok := wholeNumber(raw); ok {
-		return float64(n), n <= maxNumericDate
-	}
-	f, err := strconv.ParseFloat(raw, 64)
-	return f, err == nil && math.Abs(f) <= maxNumericDate
-}
-
-// wholeNumber reads up to 12 decimal digits without a leading zero.
-func wholeNumber(raw string) (int64, bool) {
-	if len(raw) == 0 || len(raw) > 12 || raw[0] == '0' {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
 }
 
 func fromUnixSeconds(f float64) time.Time {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -104,8 +103,8 @@ func numericDate(raw string) (time.Time, bool) {
 	if kind(raw) != 'n' {
 		return time.Time{}, false
 	}
-	f, err := strconv.ParseFloat(raw, 64)
-	if err != nil || f <= 0 || f > 253402300799 || math.IsNaN(f) {
+	f, ok := verifier.NumericDate(raw)
+	if !ok || f <= 0 {
 		return time.Time{}, false
 	}
 	sec, frac := math.Modf(f)

@@ -13,16 +13,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
 )
-
-// maxNumericDate is 9999-12-31T23:59:59Z, the last second RFC 3339 can
-// write.
-const maxNumericDate = 253402300799
 
 // MaxTokenLength is the longest token accepted, in bytes; a longer one is
 // malformed and is not parsed at all.
@@ -496,11 +490,8 @@ func (p *parsed) readClaims(claims []member) {
 				bad(m.name, "a number")
 				continue
 			}
-			f, err := strconv.ParseFloat(m.raw, 64)
-			// Dates past year 9999 (or before year 0) are refused: an
-			// exp in milliseconds would otherwise make a token that
-			// never expires and that no revocation entry can outlive.
-			if err != nil || math.Abs(f) > maxNumericDate {
+			f, ok := NumericDate(m.raw)
+			if !ok {
 				bad(m.name, "a usable date")
 				continue
 			}
