@@ -2,8 +2,10 @@ package jwtguard
 
 import (
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
 
 	"github.com/jwtguard/caddy-jwtguard/cluster"
 	"github.com/jwtguard/caddy-jwtguard/dpop"
@@ -86,5 +88,28 @@ func TestDPoPAcrossCluster(t *testing.T) {
 		t.Fatal("a replay on the same node with Redis down passed")
 	} else if code, _ := repl.GetString("http.auth.jwt.error"); code != "dpop" {
 		t.Fatalf("replay with Redis down: %q", code)
+	}
+}
+
+// slowShared is a cluster whose replay check takes d, and finds every key
+// new, as Redis does for a key whose entry expired meanwhile.
+type slowShared struct{ d time.Duration }
+
+func (s slowShared) SeenOnce(string, time.Time) (bool, error) { time.Sleep(s.d); return true, nil }
+func (slowShared) SharedSecret(string, int) ([]byte, error)   { return nil, nil }
+
+// TestAttackClusterReplayExpiredInRedis: a proof whose window ends while
+// the cluster answers may have been spent on another node, its entry gone
+// from Redis in the meantime: "first seen" then proves nothing, and the
+// proof is refused as expired rather than let through as new.
+func TestAttackClusterReplayExpiredInRedis(t *testing.T) {
+	c := &clusterReplay{local: dpop.NewReplayCache(0, nil), shared: func() sharedOnce { return slowShared{30 * time.Millisecond} }, log: zap.NewNop()}
+	now := time.Now()
+	if first, err := c.SeenAt("ending", now.Add(10*time.Millisecond).UnixNano(), now.UnixNano()); err != dpop.ErrProofExpired {
+		t.Fatalf("a proof whose window ended during the cluster's answer: first %v, %v; want ErrProofExpired", first, err)
+	}
+	now = time.Now()
+	if first, err := c.SeenAt("in-time", now.Add(time.Minute).UnixNano(), now.UnixNano()); !first || err != nil {
+		t.Fatalf("a proof well within its window: first %v, %v", first, err)
 	}
 }

@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/jwtguard/caddy-jwtguard/dpop"
 	"github.com/jwtguard/caddy-jwtguard/internal/redistest"
 )
 
@@ -24,6 +27,18 @@ func freshProcessReplay(t testing.TB) {
 		processReplay.cache = saved
 		processReplay.Unlock()
 	})
+}
+
+// freshNonces gives the test a process nonce key of its own, as another
+// Caddy process has.
+func freshNonces(t testing.TB) {
+	saved := sharedNonces
+	own, err := dpop.NewNonces(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharedNonces = func() *dpop.Nonces { return own }
+	t.Cleanup(func() { sharedNonces = saved })
 }
 
 // TestDPoPReplayCacheSize: replay_cache bounds the proofs remembered, the
@@ -128,5 +143,59 @@ func TestDPoPClusterWithoutApp(t *testing.T) {
 	_, up, repl, err := serve(b, dpopRequest("DPoP "+bound, proof))
 	if code, _ := repl.GetString("http.auth.jwt.error"); err == nil || up.called || code != "dpop" {
 		t.Fatalf("the proof spent on A, on B: err %v, code %q", err, code)
+	}
+}
+
+// TestDPoPClusterNonceWithoutApp: handlers with no app of their own, on
+// two nodes (each with its own nonce key), take each other's nonces
+// through the running config's cluster: a client need not fetch a new
+// nonce when the load balancer sends it to another node.
+func TestDPoPClusterNonceWithoutApp(t *testing.T) {
+	eng, s := clusterStore(t, redistest.Start(t, false), "a")
+	app := testApp(s)
+	app.hold.opened.Store(&openStore{Store: s, engine: eng})
+	runApp(t, app)
+	const config = "jwtguard {\n secret " + testSecret + "\n revocation off\n dpop {\n  nonce\n }\n}"
+	freshNonces(t)
+	a := newHandler(t, config)
+	freshNonces(t)
+	b := newHandler(t, config)
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
+	w, _, _, err := serve(a, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)))
+	nonce := w.Header().Get("DPoP-Nonce")
+	if err == nil || nonce == "" {
+		t.Fatalf("a proof without a nonce on A: %v, DPoP-Nonce %q", err, nonce)
+	}
+	if _, up, repl, err := serve(b, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound, "nonce", nonce))); err != nil || !up.called {
+		code, _ := repl.GetString("http.auth.jwt.error")
+		t.Fatalf("B refused the nonce A handed out: %q %v", code, err)
+	}
+}
+
+// TestAttackDPoPReplayOnLongerMaxAgeRoute: a proof spent on a route with
+// max_age 10s, replayed on a route with max_age 120s once the short
+// window has passed, must be refused: the handler keeps every proof for
+// the process's largest max_age (Config.RememberFor), not its own. The
+// proof is dated 9 s back, so the short window ends a second after it
+// is spent.
+func TestAttackDPoPReplayOnLongerMaxAgeRoute(t *testing.T) {
+	freshProcessReplay(t)
+	short := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop {\n  max_age 10s\n  leeway 0s\n }\n}")
+	long := newHandler(t, "jwtguard {\n secret "+testSecret+"\n dpop {\n  max_age 120s\n  leeway 0s\n }\n}")
+	alice := newDPoPKey(t)
+	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
+	iat := float64(time.Now().UnixMilli())/1e3 - 9
+	proof := alice.proof(t, "GET", apiURL, bound, "iat", iat)
+	if _, up, repl, err := serve(short, dpopRequest("DPoP "+bound, proof)); err != nil || !up.called {
+		code, _ := repl.GetString("http.auth.jwt.error")
+		t.Fatalf("the proof on the short route: %q %v", code, err)
+	}
+	// past the short window, whole seconds rounded up
+	time.Sleep(time.Until(time.UnixMilli(int64((iat+10)*1e3))) + 1100*time.Millisecond)
+	w, up, repl, err := serve(long, dpopRequest("DPoP "+bound, proof))
+	code, _ := repl.GetString("http.auth.jwt.error")
+	if err == nil || up.called || code != "dpop" || !strings.Contains(strings.Join(wwwAuthenticate(w), "\n"), "replayed") {
+		t.Fatalf("the spent proof on the long route: %d %q %q, want 401 dpop, replayed", status(err), code, wwwAuthenticate(w))
 	}
 }
