@@ -124,6 +124,7 @@ var (
 		// maxAge is the largest max_age of any handler provisioned, which
 		// every entry is kept for (dpop.Config.RememberFor); it never
 		// goes down, since proofs stored under it are still in the cache.
+		// Written under the lock; requests read it without.
 		maxAge atomic.Int64
 	}
 	sharedNonces = sync.OnceValue(func() *dpop.Nonces {
@@ -136,30 +137,24 @@ var (
 )
 
 // sharedReplay returns the process's replay cache, made or grown to hold
-// at least entries proofs, and whether this call grew it. It never
-// shrinks: handlers of a config still running may need the room.
-func sharedReplay(entries int) (*dpop.GrowingReplayCache, bool) {
+// at least entries proofs, and whether this call grew it, and raises the
+// process's largest max_age to maxAge (0: the default). Neither ever goes
+// down: handlers of a config still running may need the room, and proofs
+// stored under the longer max_age are still in the cache.
+func sharedReplay(entries int, maxAge time.Duration) (*dpop.GrowingReplayCache, bool) {
 	processReplay.Lock()
 	defer processReplay.Unlock()
+	if maxAge == 0 {
+		maxAge = dpop.DefaultMaxAge
+	}
+	if int64(maxAge) > processReplay.maxAge.Load() {
+		processReplay.maxAge.Store(int64(maxAge))
+	}
 	if processReplay.cache == nil {
 		processReplay.cache = dpop.NewGrowingReplayCache(entries, nil)
 		return processReplay.cache, false
 	}
 	return processReplay.cache, processReplay.cache.Grow(entries)
-}
-
-// rememberMaxAge raises the process's largest max_age to d (0: the
-// default).
-func rememberMaxAge(d time.Duration) {
-	if d == 0 {
-		d = dpop.DefaultMaxAge
-	}
-	for {
-		old := processReplay.maxAge.Load()
-		if int64(d) <= old || processReplay.maxAge.CompareAndSwap(old, int64(d)) {
-			return
-		}
-	}
 }
 
 func (m *MTLS) check() error {
@@ -177,8 +172,7 @@ func (h *Handler) provisionBinding() error {
 			return err
 		}
 		cfg := h.DPoP.config()
-		replay, grew := sharedReplay(h.DPoP.replayEntries())
-		rememberMaxAge(cfg.MaxAge)
+		replay, grew := sharedReplay(h.DPoP.replayEntries(), cfg.MaxAge)
 		cfg.RememberFor = func() time.Duration { return time.Duration(processReplay.maxAge.Load()) }
 		if grew {
 			h.logger.Info("DPoP replay cache grown; the proofs it held stay refused",

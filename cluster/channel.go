@@ -89,7 +89,7 @@ func (r *Redis) Channel(name string, o ChannelOptions) (Channel, error) {
 	if r.ctx == nil {
 		return nil, errNotStarted
 	}
-	if name == "" || slices.Contains(keySuffixes[:], ":"+name) {
+	if name == "" || slices.Contains(keyNames[:], name) {
 		return nil, fmt.Errorf("cluster: channel name %q is empty or taken", name)
 	}
 	if o.MaxLen <= 0 {

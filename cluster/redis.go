@@ -165,8 +165,8 @@ func NewRedis(o Options) (*Redis, error) {
 		synced:     make(chan struct{}),
 		pruneAfter: pruneAfter,
 	}
-	for _, s := range keySuffixes {
-		r.keys = append(r.keys, r.key(s[1:]))
+	for _, name := range keyNames {
+		r.keys = append(r.keys, r.key(name))
 	}
 	return r, nil
 }

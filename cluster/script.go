@@ -24,7 +24,7 @@ const (
 	nKeys
 )
 
-var keySuffixes = [nKeys]string{":log", ":live", ":gone", ":exp", ":epoch", ":n", ":orig"}
+var keyNames = [nKeys]string{"log", "live", "gone", "exp", "epoch", "n", "orig"}
 
 // publishScript applies one change to the live set and appends it to the
 // log, atomically.

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jwtguard/caddy-jwtguard/internal/utf8clip"
 )
 
 // fetchError is a failed fetch with its result label.
@@ -157,7 +159,7 @@ func redact(uri string) string {
 // clip quotes a value from a remote document, shortened, for a log line.
 func clip(s string) string {
 	if len(s) > 200 {
-		s = s[:200] + "..."
+		s = utf8clip.Clip(s, 200) + "..."
 	}
 	return strconv.Quote(s)
 }

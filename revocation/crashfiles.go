@@ -23,12 +23,9 @@ import (
 // another process's Badger is creating at that moment is never touched; a
 // directory locked elsewhere is left for Badger to refuse (ErrLocked).
 func removeEmptyLogs(dir string, log *zap.Logger) error {
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return nil // a new store: Badger creates dir
-	}
 	unlock, err := lockDir(dir)
-	if errors.Is(err, errDirLocked) {
-		return nil
+	if errors.Is(err, errDirLocked) || errors.Is(err, fs.ErrNotExist) {
+		return nil // locked elsewhere, or a new store: Badger creates dir
 	}
 	if err != nil {
 		return err
