@@ -84,13 +84,7 @@ func startDPoPSite(t *testing.T, sitePort, adminPort int, dpopBlock string) dpop
 	e := dpopE2E{maker: buildProofMaker(t)}
 	storage := t.TempDir()
 	e.config = func(adminAddr string) string {
-		return fmt.Sprintf(`{
-	admin %s
-	jwtguard {
-		storage_dir %q
-	}
-}
-
+		return procGlobals(adminAddr, storage) + fmt.Sprintf(`
 http://127.0.0.1:%d {
 	jwtguard {
 		secret %s
@@ -102,7 +96,7 @@ http://127.0.0.1:%d {
 		respond "{http.error.status_code} {http.auth.jwt.error}"
 	}
 }
-`, adminAddr, storage, sitePort, procSecret, dpopBlock)
+`, sitePort, procSecret, dpopBlock)
 	}
 	e.site = procSiteAt(t, sitePort, adminPort, e.config)
 	e.caddy = e.site.start(t, bin, t.TempDir())

@@ -238,13 +238,6 @@ func mintExpired(t *testing.T) string {
 
 func bearer(token string) string { return "Bearer " + token }
 
-// e2eClient does not keep connections alive, so nothing delays Caddy's
-// graceful shutdown, and bounds every request.
-var e2eClient = &http.Client{
-	Timeout:   10 * time.Second,
-	Transport: &http.Transport{DisableKeepAlives: true},
-}
-
 // getWhoami requests /api/whoami with auth as the Authorization header
 // (none if empty) and the extra headers as written.
 func getWhoami(t *testing.T, auth string, extra http.Header) (int, http.Header, string) {
@@ -259,7 +252,7 @@ func getWhoami(t *testing.T, auth string, extra http.Header) (int, http.Header, 
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := e2eClient.Do(req)
+	resp, err := e2etest.FreshClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", whoamiURL, err)
 	}

@@ -1,7 +1,6 @@
 package jwtguard
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -91,21 +90,9 @@ func TestLogoutRevokes(t *testing.T) {
 	want("/api/x", tokB, 200, "api alice") // plain logout is this token only
 
 	// Optional without a token: passes and revokes nothing.
-	entries := func() []any {
-		resp, err := e2etest.AdminClient.Get("http://localhost:2999/jwtguard/revocations")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out struct{ Revocations []any }
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-			t.Fatal(err)
-		}
-		return out.Revocations
-	}
-	n := len(entries())
+	n := len(revocations(t))
 	want("/logout/maybe", "", 200, "maybe")
-	if got := len(entries()); got != n {
+	if got := len(revocations(t)); got != n {
 		t.Fatalf("a logout without a token stored %d entries", got-n)
 	}
 

@@ -232,7 +232,7 @@ func TestIntegrationClientCertHeader(t *testing.T) {
 		if cert != "" {
 			req.Header.Set("Client-Cert", cert)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := e2etest.FreshClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +263,7 @@ func TestIntegrationClientCertHeader(t *testing.T) {
 	req, _ := http.NewRequest("GET", "http://localhost:9080/", nil)
 	req.Header.Set("Authorization", "Bearer "+unbound)
 	req.Header.Set("Client-Cert", header(aliceCert))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e2etest.FreshClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,13 +41,7 @@ type procSite struct {
 func newProcSite(t *testing.T, sitePort, adminPort int, storageDir string) procSite {
 	t.Helper()
 	return procSiteAt(t, sitePort, adminPort, func(adminAddr string) string {
-		return fmt.Sprintf(`{
-	admin %s
-	jwtguard {
-		storage_dir %q
-	}
-}
-
+		return procGlobals(adminAddr, storageDir) + fmt.Sprintf(`
 http://127.0.0.1:%d {
 	jwtguard {
 		secret %s
@@ -59,8 +53,14 @@ http://127.0.0.1:%d {
 		respond "{http.error.status_code} {http.auth.jwt.error}"
 	}
 }
-`, adminAddr, storageDir, sitePort, procSecret)
+`, sitePort, procSecret)
 	})
+}
+
+// procGlobals is the global options block of a process test's Caddyfile:
+// the admin address and the revocation store's directory.
+func procGlobals(adminAddr, storageDir string) string {
+	return fmt.Sprintf("{\n\tadmin %s\n\tjwtguard {\n\t\tstorage_dir %q\n\t}\n}\n", adminAddr, storageDir)
 }
 
 // procSiteAt is a site on 127.0.0.1:sitePort with its admin API on
@@ -113,19 +113,24 @@ func (s procSite) get(t *testing.T, token string) (int, http.Header, string) {
 	return resp.StatusCode, resp.Header, strings.TrimSpace(string(body))
 }
 
-// settled is get, sent again while the answer is 503: just after a
-// start, the keys from a JWK Set or discovery and the revocation store may
-// not be there yet, and jwtguard fails closed with 503 and Retry-After.
-func (s procSite) settled(t *testing.T, token string) (int, http.Header, string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		status, hdr, body := s.get(t, token)
-		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			return status, hdr, body
-		}
+// while503 calls send again while it answers 503, for up to 30 s: just
+// after a start, the keys from a JWK Set or discovery and the revocation
+// store may not be there yet, and jwtguard (the handler, the admin API,
+// jwtguard_signals) fails closed with 503 and Retry-After meanwhile.
+func while503(send func() int) {
+	for deadline := time.Now().Add(30 * time.Second); send() == http.StatusServiceUnavailable && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// settled is get, sent again while the answer is 503 (while503).
+func (s procSite) settled(t *testing.T, token string) (status int, hdr http.Header, body string) {
+	t.Helper()
+	while503(func() int {
+		status, hdr, body = s.get(t, token)
+		return status
+	})
+	return status, hdr, body
 }
 
 // wantAccepted checks that the token gets 200 and reaches the site as sub.
@@ -178,17 +183,16 @@ func (s procSite) list(t *testing.T) []procEntry {
 	t.Helper()
 	url := s.adminURL + "/jwtguard/revocations?limit=1000"
 	var resp *http.Response
-	// 503 until the store has opened, just after a start
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	while503(func() int {
+		if resp != nil {
+			resp.Body.Close()
+		}
 		var err error
 		if resp, err = e2etest.AdminClient.Get(url); err != nil {
 			t.Fatalf("GET %s: %v", url, err)
 		}
-		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			break
-		}
-		resp.Body.Close()
-	}
+		return resp.StatusCode
+	})
 	defer resp.Body.Close()
 	var page struct {
 		Revocations []procEntry `json:"revocations"`

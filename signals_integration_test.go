@@ -128,21 +128,7 @@ type sigSite struct {
 // /signals (idp pushes with an Authorization, poller is polled, idp is
 // also the oidc provider), and /api/* guarded by jwtguard with idp's keys.
 func startSignalsSite(t *testing.T, idp, poller *sigIdP) *sigSite {
-	storage := t.TempDir()
-	tester := caddytest.NewTester(t)
-	t.Cleanup(func() { unloadConfig(t) })
-	tester.InitServer(`
-	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		metrics
-		jwtguard {
-			storage_dir `+storage+`
-		}
-	}
+	tester := startCaddy(t, `
 	http://localhost:9080 {
 		jwtguard_signals /signals {
 			audience `+signalsAudience+`
@@ -165,7 +151,7 @@ func startSignalsSite(t *testing.T, idp, poller *sigIdP) *sigSite {
 			respond "{http.error.status_code} {http.auth.jwt.error}"
 		}
 	}
-	`, "caddyfile")
+	`)
 	s := &sigSite{t: t, tester: tester}
 	// The keys load in the background once the config runs.
 	probe := idp.accessToken(t, "probe", "")
@@ -445,17 +431,7 @@ func TestSignalsReload(t *testing.T) {
 	}
 	storage := t.TempDir()
 	config := func(v int) string {
-		return fmt.Sprintf(`
-		{
-			skip_install_trust
-			admin localhost:2999
-			http_port 9080
-			https_port 9443
-			grace_period 1ns
-			jwtguard {
-				storage_dir %s
-			}
-		}
+		return testGlobals(storage, "", "") + fmt.Sprintf(`
 		http://localhost:9080 {
 			jwtguard_signals /signals {
 				audience %s
@@ -464,7 +440,7 @@ func TestSignalsReload(t *testing.T) {
 				}
 			}
 			respond "v%d"
-		}`, storage, signalsAudience, poller.iss(), poller.iss(), v)
+		}`, signalsAudience, poller.iss(), poller.iss(), v)
 	}
 	tester := caddytest.NewTester(t)
 	t.Cleanup(func() { unloadConfig(t) })

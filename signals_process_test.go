@@ -110,13 +110,7 @@ func newSignalsSite(t *testing.T, sitePort, adminPort int, idp *procIdP, poll bo
 		pollLine = "poll " + idp.srv.URL + "/poll 1s"
 	}
 	return procSiteAt(t, sitePort, adminPort, func(adminAddr string) string {
-		return fmt.Sprintf(`{
-	admin %s
-	jwtguard {
-		storage_dir %q
-	}
-}
-
+		return procGlobals(adminAddr, storage) + fmt.Sprintf(`
 http://127.0.0.1:%d {
 	jwtguard_signals /signals {
 		audience %s
@@ -134,16 +128,15 @@ http://127.0.0.1:%d {
 		respond "{http.error.status_code} {http.auth.jwt.error}"
 	}
 }
-`, adminAddr, storage, sitePort, procSignalsAudience, idp.srv.URL, pollLine, idp.srv.URL, idp.srv.URL)
+`, sitePort, procSignalsAudience, idp.srv.URL, pollLine, idp.srv.URL, idp.srv.URL)
 	})
 }
 
 // signal POSTs a push or logout body to /signals until the keys have
 // loaded, and returns the status as soon as it has arrived.
-func (s procSite) signal(t *testing.T, contentType, body string) int {
+func (s procSite) signal(t *testing.T, contentType, body string) (status int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	while503(func() int {
 		req, _ := http.NewRequest(http.MethodPost, s.siteURL+"signals", strings.NewReader(body))
 		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("Authorization", "Bearer push-credential")
@@ -153,11 +146,10 @@ func (s procSite) signal(t *testing.T, contentType, body string) int {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			return resp.StatusCode
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		status = resp.StatusCode
+		return status
+	})
+	return status
 }
 
 // waitAccepted is wantAccepted, ending the test on a failure: what
@@ -366,7 +358,7 @@ func TestSignalsValidateDoesNotPoll(t *testing.T) {
 	site := newSignalsSite(t, 18113, 12113, idp, true)
 
 	out := e2etest.Run(t, bin, "validate", "--config", site.cfg, "--adapter", "caddyfile")
-	time.Sleep(200 * time.Millisecond) // a poll loop left behind would have polled by now
+	time.Sleep(200 * time.Millisecond) // a poll validate sent before it exited would have arrived by now
 	if n := len(idp.polls()); n != 0 {
 		t.Fatalf("caddy validate polled %d times; output: %s", n, out)
 	}

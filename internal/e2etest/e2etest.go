@@ -321,9 +321,6 @@ func (p *Process) Kill(t testing.TB) {
 	})
 }
 
-// Exited is closed when the process has exited, for whatever reason.
-func (p *Process) Exited() <-chan struct{} { return p.done }
-
 // Lines returns Caddy's stderr so far, one log line per element (Caddy
 // logs JSON there by default). Call Stop first to be sure it has
 // everything: Caddy writes an access log line after the response.
@@ -336,13 +333,6 @@ func (p *Process) Tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// CLI runs the binary with args in the same environment as this Caddy (so
-// `caddy jwtguard revoke` reaches it) and returns its trimmed stdout.
-func (p *Process) CLI(t testing.TB, args ...string) string {
-	t.Helper()
-	return runCLI(t, p.cmd.Path, p.env, args)
 }
 
 // Run runs the binary with args, e.g. {"jwtguard", "sign", ...}, without

@@ -9,25 +9,20 @@ import (
 	"testing"
 )
 
-// Result is what a command run with [Process.TryCLI] or [TryRun] left
-// behind: its trimmed stdout and stderr and its exit code.
+// Result is what a command run with [Process.TryCLI] left behind: its
+// trimmed stdout and stderr and its exit code.
 type Result struct {
 	Stdout, Stderr string
 	ExitCode       int
 }
 
-// TryCLI is like [Process.CLI] but does not fail the test when the command
-// fails: the caller checks the exit code and the messages. The test fails
+// TryCLI runs the binary with args in the same environment as this Caddy
+// (so `caddy jwtguard revoke` reaches it), and does not fail the test when
+// the command fails: the caller checks the exit code and the messages. The test fails
 // only if the command cannot be started or runs longer than 30 s.
 func (p *Process) TryCLI(t testing.TB, args ...string) Result {
 	t.Helper()
 	return tryCLI(t, p.cmd.Path, p.env, args)
-}
-
-// TryRun is like [Run] but does not fail the test when the command fails.
-func TryRun(t testing.TB, bin string, args ...string) Result {
-	t.Helper()
-	return tryCLI(t, bin, cleanEnv(), args)
 }
 
 func tryCLI(t testing.TB, bin string, env, args []string) Result {
