@@ -163,3 +163,72 @@ func TestReview2RequestBodyLimit(t *testing.T) {
 		t.Fatal("stored")
 	}
 }
+
+// TestReview2PollCapKeepsValidSETs: with answers capped at maxEvents,
+// valid SETs beyond the cap are neither stored nor acknowledged; they come
+// again and are applied then, each acknowledged once, after it is stored.
+func TestReview2PollCapKeepsValidSETs(t *testing.T) {
+	p := newIdP(t)
+	f := newFixture(t, Config{Transmitters: []Transmitter{{Issuer: p.iss(), Keys: p.keySet(t, jwks.WellKnownSSF)}}})
+	sets := map[string]any{}
+	for _, jti := range []string{"a", "b", "c"} {
+		sets[jti] = p.set(t, jti, EventAccountDisabled, map[string]any{"subject": map[string]any{"format": "opaque", "id": "user-" + jti}})
+	}
+	acked := map[string]int{}
+	var storedAtAck []int
+	p.poll = func(req pollRequest) (int, any) {
+		for _, jti := range req.Ack {
+			acked[jti]++
+			storedAtAck = append(storedAtAck, len(f.entries(t)))
+		}
+		left := map[string]any{}
+		for jti, set := range sets {
+			if acked[jti] == 0 {
+				left[jti] = set // a transmitter that ignores maxEvents
+			}
+		}
+		return http.StatusOK, map[string]any{"sets": left}
+	}
+	pl, err := f.r.NewPoller(PollOptions{Issuer: p.iss(), URL: p.srv.URL + "/poll", Interval: 10 * time.Millisecond, MaxEvents: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, err := pl.Once(context.Background())
+	if err != nil || !more {
+		t.Fatalf("first poll: more %v, %v; want more", more, err)
+	}
+	if n := len(f.entries(t)); n != 2 {
+		t.Fatalf("%d SETs applied from an answer capped at 2", n)
+	}
+	for range 3 {
+		if _, err := pl.Once(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(f.entries(t)); n != 3 {
+		t.Fatalf("%d SETs applied in the end, want 3", n)
+	}
+	for _, jti := range []string{"a", "b", "c"} {
+		if acked[jti] != 1 {
+			t.Errorf("%s acknowledged %d times", jti, acked[jti])
+		}
+	}
+	for i, n := range storedAtAck {
+		if n < i+1 {
+			t.Errorf("ack %d sent with %d entries stored", i+1, n)
+		}
+	}
+}
+
+// TestReview2LogoutSessionDated1970: a logout token with sid dated 1970
+// logs no session out, and is no error.
+func TestReview2LogoutSessionDated1970(t *testing.T) {
+	p := newIdP(t)
+	f := withIdP(t, p, "")
+	if w := f.logout(t, p.logoutToken(t, "old-sid-logout", "sid", "s-1970", "iat", 0)); w.Code != http.StatusOK {
+		t.Fatalf("logout dated 1970: %d %s", w.Code, w.Body)
+	}
+	if es := f.entries(t); len(es) != 0 {
+		t.Fatalf("stored %+v", es)
+	}
+}
