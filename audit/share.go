@@ -10,6 +10,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
+
+	"github.com/jwtguard/caddy-jwtguard/internal/wait"
 )
 
 // Sharing events between the nodes of a cluster (Options.Share): each
@@ -136,7 +138,7 @@ func (l *Log) ShareEvents(send func(ctx context.Context, events [][]byte) error,
 const shareBatch = 100
 
 func (l *Log) shareLoop(ctx context.Context, send func(context.Context, [][]byte) error, minBackoff, maxBackoff time.Duration) {
-	var wait time.Duration
+	var delay time.Duration
 	failing := false
 	// pause waits d, or with a wake channel until woken (or a poll,
 	// should a wake-up be missed); false when ctx ended.
@@ -144,25 +146,17 @@ func (l *Log) shareLoop(ctx context.Context, send func(context.Context, [][]byte
 		if d == 0 {
 			d = 10 * time.Second
 		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-wake:
-		case <-t.C:
-		}
-		return true
+		return wait.Until(ctx, d, wake)
 	}
 	fail := func(what string, err error) time.Duration {
-		wait = min(max(2*wait, minBackoff), maxBackoff)
+		delay = min(max(2*delay, minBackoff), maxBackoff)
 		if !failing {
 			l.log.Warn(what+"; retrying", zap.Error(err))
 		} else {
-			l.log.Debug(what+"; still retrying", zap.Error(err), zap.Duration("retry_in", wait))
+			l.log.Debug(what+"; still retrying", zap.Error(err), zap.Duration("retry_in", delay))
 		}
 		failing = true
-		return wait
+		return delay
 	}
 	var after uint64
 	for {
@@ -201,7 +195,7 @@ func (l *Log) shareLoop(ctx context.Context, send func(context.Context, [][]byte
 		if failing {
 			l.log.Info("sharing events with the cluster again")
 		}
-		failing, wait = false, 0
+		failing, delay = false, 0
 		after = last
 		if err := l.savePos(shareCursor, after); err != nil {
 			// Sharing goes on from memory; after a restart the events

@@ -211,13 +211,7 @@ func (d *deliverer) run(ctx context.Context) {
 			continue
 		}
 		if len(batch) == 0 {
-			t := time.NewTimer(d.poll)
-			select {
-			case <-ctx.Done():
-			case <-d.wake:
-			case <-t.C:
-			}
-			t.Stop()
+			wait.Until(ctx, d.poll, d.wake) // the loop sees ctx end
 			continue
 		}
 		for _, e := range batch {

@@ -20,3 +20,15 @@ func TestSleep(t *testing.T) {
 		t.Fatalf("an ended context still slept %v", d)
 	}
 }
+
+func TestUntilWoken(t *testing.T) {
+	wake := make(chan struct{}, 1)
+	wake <- struct{}{}
+	start := time.Now()
+	if !Until(context.Background(), time.Hour, wake) {
+		t.Fatal("a wake-up reported the context ended")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("woken, still waited %v", d)
+	}
+}
