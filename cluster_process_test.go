@@ -65,19 +65,16 @@ func (n *clusterNode) waitAdmin(top *testing.T) {
 	// The site answers as soon as the http app runs; the jwtguard app
 	// (and with it the admin routes) once it has caught up, which Caddy
 	// may start after.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := e2etest.FreshClient.Get(n.adminURL + "/jwtguard/cluster")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+	var err error
+	if !e2etest.Eventually(15*time.Second, func() bool {
+		var resp *http.Response
+		if resp, err = e2etest.FreshClient.Get(n.adminURL + "/jwtguard/cluster"); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			top.Fatalf("node %s: the jwtguard admin routes did not come up: %v", n.name, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		top.Fatalf("node %s: the jwtguard admin routes did not come up: %v", n.name, err)
 	}
 }
 
@@ -94,16 +91,9 @@ func (n *clusterNode) answer(t *testing.T, token string) string {
 // eventually waits up to 10 s for the node to answer want.
 func (n *clusterNode) eventually(t *testing.T, what, token, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := n.answer(t, token)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: node %s answers %q, want %q", what, n.name, got, want)
-		}
-		time.Sleep(25 * time.Millisecond)
+	var got string
+	if !e2etest.Eventually(10*time.Second, func() bool { got = n.answer(t, token); return got == want }) {
+		t.Fatalf("%s: node %s answers %q, want %q", what, n.name, got, want)
 	}
 }
 

@@ -165,12 +165,8 @@ func (n *shareNode) events(t *testing.T, tokenID string) []sharedEvent {
 // then a little more for any it should not have.
 func (n *shareNode) waitEvents(t *testing.T, tokenID string, want int) []sharedEvent {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(n.events(t, tokenID)) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s lists %d events of %s, want %d", n.name, len(n.events(t, tokenID)), tokenID, want)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !e2etest.Eventually(10*time.Second, func() bool { return len(n.events(t, tokenID)) >= want }) {
+		t.Fatalf("node %s lists %d events of %s, want %d", n.name, len(n.events(t, tokenID)), tokenID, want)
 	}
 	time.Sleep(300 * time.Millisecond)
 	got := n.events(t, tokenID)
@@ -182,16 +178,9 @@ func (n *shareNode) waitEvents(t *testing.T, tokenID string, want int) []sharedE
 
 func (n *shareNode) eventually(t *testing.T, what, path, tok, ip, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, _ := n.use(t, path, tok, ip)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: node %s answers %q, want %q", what, n.name, got, want)
-		}
-		time.Sleep(25 * time.Millisecond)
+	var got string
+	if !e2etest.Eventually(10*time.Second, func() bool { got, _ = n.use(t, path, tok, ip); return got == want }) {
+		t.Fatalf("%s: node %s answers %q, want %q", what, n.name, got, want)
 	}
 }
 

@@ -323,16 +323,11 @@ func TestSignalsPollCrash(t *testing.T) {
 	site.unrevoke(t, entries[0].ID)
 	close(release)
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !e2etest.Eventually(30*time.Second, func() bool {
 		polls := idp.polls()
-		if len(polls) >= 4 && slices.Contains(polls[3], "poll-1") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the redelivered SET was never acknowledged; polls: %v", polls)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return len(polls) >= 4 && slices.Contains(polls[3], "poll-1")
+	}) {
+		t.Fatalf("the redelivered SET was never acknowledged; polls: %v", idp.polls())
 	}
 	if polls := idp.polls(); len(polls[2]) != 0 {
 		t.Fatalf("the first poll after the restart acknowledges %v: acks are not kept across a crash", polls[2])
@@ -364,12 +359,8 @@ func TestSignalsValidateDoesNotPoll(t *testing.T) {
 	}
 
 	caddy := site.start(t, bin, "")
-	deadline := time.Now().Add(30 * time.Second)
-	for len(idp.polls()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the running server never polled")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !e2etest.Eventually(30*time.Second, func() bool { return len(idp.polls()) > 0 }) {
+		t.Fatal("the running server never polled")
 	}
 	res := caddy.TryCLI(t, "validate", "--config", site.cfg, "--adapter", "caddyfile")
 	if res.ExitCode != 0 || !strings.Contains(res.Stdout+res.Stderr, "Valid configuration") {

@@ -413,3 +413,14 @@ func (r resendUnanswered) RoundTrip(req *http.Request) (*http.Response, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Eventually calls cond every 20 ms until it holds (true) or timeout
+// passes (false), for the caller to say what did not happen.
+func Eventually(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
