@@ -54,6 +54,27 @@ func clusterHandler(t *testing.T, rds *redistest.Server, node string) *Handler {
 	return h
 }
 
+// runClusterApp runs, until t ends, the app of a config whose store
+// replicates through a Redis of its own, as App.Start registers it.
+func runClusterApp(t *testing.T) {
+	eng, s := clusterStore(t, redistest.Start(t, false), "a")
+	app := testApp(s)
+	app.hold.opened.Store(&openStore{Store: s, engine: eng})
+	runApp(t, app)
+}
+
+// nonceFrom sends h one of k's proofs without a nonce and returns the
+// nonce its refusal hands out.
+func nonceFrom(t *testing.T, h *Handler, k dpopKey, bound string) string {
+	t.Helper()
+	w, _, _, err := serve(h, dpopRequest("DPoP "+bound, k.proof(t, "GET", apiURL, bound)))
+	nonce := w.Header().Get("DPoP-Nonce")
+	if err == nil || nonce == "" {
+		t.Fatalf("a proof without a nonce: %v, DPoP-Nonce %q", err, nonce)
+	}
+	return nonce
+}
+
 // With a cluster, a proof spent on one node is spent on all, and a nonce
 // one node hands out is good on the others.
 func TestDPoPAcrossCluster(t *testing.T) {
@@ -63,11 +84,7 @@ func TestDPoPAcrossCluster(t *testing.T) {
 	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
 
 	// A hands out a nonce; B takes it.
-	w, _, _, err := serve(a, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)))
-	nonce := w.Header().Get("DPoP-Nonce")
-	if err == nil || nonce == "" {
-		t.Fatalf("a proof without a nonce on A: %v, DPoP-Nonce %q", err, nonce)
-	}
+	nonce := nonceFrom(t, a, alice, bound)
 	proof := alice.proof(t, "GET", apiURL, bound, "nonce", nonce)
 	if _, up, _, err := serve(b, dpopRequest("DPoP "+bound, proof)); err != nil || !up.called {
 		t.Fatalf("B refused a nonce A handed out: %v", err)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/jwtguard/caddy-jwtguard/revocation"
 )
 
@@ -93,22 +95,30 @@ type bindingCase struct {
 	binding string
 }
 
+// wantPassed checks that a request reached upstream, with
+// {http.auth.jwt.binding} = binding.
+func wantPassed(t *testing.T, err error, up *upstream, repl *caddy.Replacer, binding string) {
+	t.Helper()
+	if err != nil || !up.called {
+		got, _ := repl.GetString("http.auth.jwt.error")
+		t.Fatalf("refused: %q %v", got, err)
+	}
+	if b, _ := repl.GetString("http.auth.jwt.binding"); b != binding {
+		t.Errorf("{http.auth.jwt.binding} = %q, want %q", b, binding)
+	}
+}
+
 // checkBindingCase serves c on h and checks its outcome exactly: the
 // code, 401, and the challenges, which carry the reason and so tell one
 // binding refusal from another.
 func checkBindingCase(t *testing.T, h *Handler, c bindingCase) {
 	t.Helper()
 	w, up, repl, err := serve(h, c.req())
-	got, _ := repl.GetString("http.auth.jwt.error")
 	if c.code == "" {
-		if err != nil || !up.called {
-			t.Fatalf("refused: %q %v", got, err)
-		}
-		if b, _ := repl.GetString("http.auth.jwt.binding"); b != c.binding {
-			t.Errorf("{http.auth.jwt.binding} = %q, want %q", b, c.binding)
-		}
+		wantPassed(t, err, up, repl, c.binding)
 		return
 	}
+	got, _ := repl.GetString("http.auth.jwt.error")
 	if err == nil || up.called {
 		t.Fatalf("passed, want %s (%s)", c.code, c.reason)
 	}

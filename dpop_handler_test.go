@@ -614,16 +614,11 @@ func TestMTLS(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, up, repl, err := serve(c.h, c.req)
-			got, _ := repl.GetString("http.auth.jwt.error")
 			if c.code == "" {
-				if err != nil || !up.called {
-					t.Fatalf("refused: %q %v", got, err)
-				}
-				if b, _ := repl.GetString("http.auth.jwt.binding"); b != c.binding {
-					t.Errorf("{http.auth.jwt.binding} = %q, want %q", b, c.binding)
-				}
+				wantPassed(t, err, up, repl, c.binding)
 				return
 			}
+			got, _ := repl.GetString("http.auth.jwt.error")
 			if err == nil || up.called || got != c.code {
 				t.Fatalf("code %q, want %q (%v)", got, c.code, err)
 			}

@@ -11,7 +11,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/jwtguard/caddy-jwtguard/dpop"
-	"github.com/jwtguard/caddy-jwtguard/internal/redistest"
 )
 
 // freshProcessReplay gives the test or benchmark a process replay cache
@@ -119,11 +118,7 @@ func TestDPoPReplayCacheJSON(t *testing.T) {
 // `detect` has no app of its own, and still spends proofs across the
 // cluster, through the running config's app.
 func TestDPoPClusterWithoutApp(t *testing.T) {
-	eng, s := clusterStore(t, redistest.Start(t, false), "a")
-	// The app of the running config, as App.Start registers it.
-	app := testApp(s)
-	app.hold.opened.Store(&openStore{Store: s, engine: eng})
-	runApp(t, app)
+	runClusterApp(t)
 
 	// Two handlers, each with a replay cache of its own as two nodes
 	// have: only Redis can tell the second of the first's proof.
@@ -151,10 +146,7 @@ func TestDPoPClusterWithoutApp(t *testing.T) {
 // through the running config's cluster: a client need not fetch a new
 // nonce when the load balancer sends it to another node.
 func TestDPoPClusterNonceWithoutApp(t *testing.T) {
-	eng, s := clusterStore(t, redistest.Start(t, false), "a")
-	app := testApp(s)
-	app.hold.opened.Store(&openStore{Store: s, engine: eng})
-	runApp(t, app)
+	runClusterApp(t)
 	const config = "jwtguard {\n secret " + testSecret + "\n revocation off\n dpop {\n  nonce\n }\n}"
 	freshNonces(t)
 	a := newHandler(t, config)
@@ -162,11 +154,7 @@ func TestDPoPClusterNonceWithoutApp(t *testing.T) {
 	b := newHandler(t, config)
 	alice := newDPoPKey(t)
 	bound := sign(t, jwt.MapClaims{"sub": "alice", "cnf": map[string]any{"jkt": alice.jkt}})
-	w, _, _, err := serve(a, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound)))
-	nonce := w.Header().Get("DPoP-Nonce")
-	if err == nil || nonce == "" {
-		t.Fatalf("a proof without a nonce on A: %v, DPoP-Nonce %q", err, nonce)
-	}
+	nonce := nonceFrom(t, a, alice, bound)
 	if _, up, repl, err := serve(b, dpopRequest("DPoP "+bound, alice.proof(t, "GET", apiURL, bound, "nonce", nonce))); err != nil || !up.called {
 		code, _ := repl.GetString("http.auth.jwt.error")
 		t.Fatalf("B refused the nonce A handed out: %q %v", code, err)
