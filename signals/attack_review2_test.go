@@ -155,6 +155,9 @@ func TestReview2RequestBodyLimit(t *testing.T) {
 		if w.Code != http.StatusBadRequest || json.Unmarshal(w.Body.Bytes(), &got) != nil || got["err"]+got["error"] != ErrInvalidRequest {
 			t.Fatalf("%s over request_body's limit: %d %q", c.ctype, w.Code, w.Body)
 		}
+		if d := got["description"] + got["error_description"]; d != "body over 100 bytes" {
+			t.Errorf("%s: description %q names another limit than request_body's", c.ctype, d)
+		}
 	}
 	if f.counted(labelOther, ErrInvalidRequest) != 1 || f.counted(labelLogout, ErrInvalidRequest) != 1 {
 		t.Fatalf("counts %v", f.count)

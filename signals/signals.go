@@ -254,7 +254,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if len(ct) == 1 {
 		mt, _, _ = mime.ParseMediaType(ct[0])
 	}
-	body, tooBig, err := readBody(req.Body)
+	body, over, err := readBody(req.Body)
 	switch {
 	case err != nil:
 		// The client went away or sent a broken body: nothing to answer
@@ -264,8 +264,8 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	case strings.EqualFold(mt, logoutType):
 		var o *outcome
-		if tooBig {
-			o = refuse(ErrInvalidRequest, fmt.Sprintf("body over %d bytes", MaxBody))
+		if over > 0 {
+			o = refuse(ErrInvalidRequest, fmt.Sprintf("body over %d bytes", over))
 		} else {
 			o = r.receiveLogoutForm(string(body))
 		}
@@ -277,8 +277,8 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		switch {
 		case !strings.EqualFold(mt, pushType):
 			o = refuse(ErrInvalidRequest, "Content-Type must be "+pushType+" (a SET) or "+logoutType+" (a back-channel logout)")
-		case tooBig:
-			o = refuse(ErrInvalidRequest, fmt.Sprintf("body over %d bytes", MaxBody))
+		case over > 0:
+			o = refuse(ErrInvalidRequest, fmt.Sprintf("body over %d bytes", over))
 		default:
 			o = r.receiveSET(string(bytes.TrimSpace(body)), delivery{push: true, authorization: req.Header.Values("Authorization")})
 		}
@@ -287,25 +287,26 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-// readBody reads at most MaxBody bytes, reporting a longer body without
-// reading the rest, as it does one over Caddy's request_body limit.
-func readBody(body io.Reader) ([]byte, bool, error) {
+// readBody reads at most MaxBody bytes. A longer body, or one over Caddy's
+// request_body limit, is not read further: over is then the limit it
+// went over (0 otherwise).
+func readBody(body io.Reader) (b []byte, over int64, err error) {
 	if body == nil {
-		return nil, false, nil
+		return nil, 0, nil
 	}
-	b, err := io.ReadAll(io.LimitReader(body, MaxBody+1))
+	b, err = io.ReadAll(io.LimitReader(body, MaxBody+1))
 	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 		// request_body's limit, lower than MaxBody: the client is there,
 		// and gets the answer any body over a limit gets.
-		return nil, true, nil
+		return nil, mbe.Limit, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	if len(b) > MaxBody {
-		return nil, true, nil
+		return nil, MaxBody, nil
 	}
-	return b, false, nil
+	return b, 0, nil
 }
 
 // writePush answers a push as RFC 8935 §2.2-2.3 says.
